@@ -1,0 +1,28 @@
+"""nodegraph: typed node graphs for conditional generative models.
+
+This module is the public API for users and plugin authors; everything imported here is kept
+compatible within a plugin API version (`API_VERSION`).
+"""
+
+from .cache import LRUCache
+from .context import CancelToken, Cancelled, Context
+from .events import Event
+from .hooks import hookimpl
+from .node import FilePath, Lazy, NodeType, Widget, node
+from .plugins import API_VERSION, PluginLoader, default_registry, load_registry
+from .registry import Registry, RegistryError
+from .session import NodeFailed, RunCancelled, RunResult, Session, resolve_device, run
+from .types import ANY, BOOLEAN, FLOAT, INT, JSON, STRING, SocketType, can_connect
+from .validate import Plan, Problem, WorkflowInvalid, compile_workflow, validate
+from .workflow import Link, Workflow, WorkflowFormatError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANY", "API_VERSION", "BOOLEAN", "FLOAT", "INT", "JSON", "STRING", "CancelToken", "Cancelled",
+    "Context", "Event", "FilePath", "LRUCache", "Lazy", "Link", "NodeFailed", "NodeType", "Plan",
+    "PluginLoader", "Problem", "Registry", "RegistryError", "RunCancelled", "RunResult", "Session",
+    "SocketType", "Widget", "Workflow", "WorkflowFormatError", "WorkflowInvalid", "can_connect",
+    "compile_workflow", "default_registry", "hookimpl", "load_registry", "node", "resolve_device", "run",
+    "validate",
+]

@@ -1,0 +1,82 @@
+"""What a running node may ask of the engine: device, dtype, randomness, progress, cancellation."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Cancelled(Exception):
+    """Raised inside a node (by `Context.check_cancelled`) or between nodes when a run is cancelled."""
+
+
+class CancelToken:
+    """Thread-safe flag shared between whoever wants to stop a run and the run itself."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def reset(self) -> None:
+        self._event.clear()
+
+
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+
+@dataclass
+class Context:
+    """Handed to nodes that declare a parameter annotated `Context`.
+
+    `generator()` is seeded from the node's cache key unless a seed is given, so a node with the
+    same inputs draws the same numbers in every run and on every machine of the same device kind.
+    """
+
+    node_id: str
+    node_type: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    key: bytes = b""
+    output_dir: str = "outputs"
+    cancel_token: CancelToken = field(default_factory=CancelToken)
+    _progress: ProgressFn | None = None
+
+    def generator(self, seed: int | None = None, device: str | None = None):
+        import torch
+
+        if seed is None:
+            seed = int.from_bytes(hashlib.blake2b(self.key, digest_size=8).digest(), "little") >> 1
+        gen = torch.Generator(device=device or self.device)
+        gen.manual_seed(int(seed))
+        return gen
+
+    @property
+    def torch_device(self):
+        import torch
+
+        return torch.device(self.device)
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    def progress(self, step: int, total: int, **info: Any) -> None:
+        """Report progress inside a long node (solver step, training step); also checks cancel."""
+        self.check_cancelled()
+        if self._progress is not None:
+            self._progress(step, total, info)
+
+    def check_cancelled(self) -> None:
+        if self.cancel_token.cancelled:
+            raise Cancelled(f"run cancelled in node {self.node_id!r}")

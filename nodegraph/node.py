@@ -1,0 +1,356 @@
+"""The node API: a typed Python function becomes a node type; its signature is its schema.
+
+    @node("core/add", category="math")
+    def add(a: float, b: Annotated[float, Field(ge=0)] = 1.0) -> float:
+        "Sum of two numbers."
+        return a + b
+
+Parameters annotated with a registered `SocketType` are link sockets; `int`, `float`, `str`,
+`bool`, `Literal[...]`, lists and dicts are widgets (also fed by links of a compatible type);
+pydantic `Field` constraints in `Annotated[...]` give bounds, validation and the JSON Schema the
+browser draws. `Lazy[T]` inputs arrive as zero-argument callables evaluated only when called.
+A parameter annotated `Context` receives the run context. The return annotation names the
+outputs: one type (output named by `outputs=` or after the type), a NamedTuple (one output per
+field) or None.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from .context import Context
+from .types import BOOLEAN, FLOAT, INT, JSON, STRING, SocketType
+
+NODE_ID = re.compile(r"^[a-z][a-z0-9_]*/[a-z0-9_][a-z0-9_./-]*$")
+
+
+class _LazyMarker:
+    def __repr__(self) -> str:
+        return "Lazy"
+
+
+LAZY = _LazyMarker()
+
+
+class Lazy:
+    """`Lazy[T]`: the node receives a zero-argument callable and upstream runs only if it is called."""
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        return Annotated[item, LAZY]
+
+
+@dataclass(frozen=True)
+class Widget:
+    """UI hints for a widget input, merged into its JSON Schema as `x-widget`."""
+
+    kind: Literal["number", "slider", "text", "multiline", "checkbox", "dropdown", "file"] | None = None
+    step: float | None = None
+
+    def as_schema(self) -> dict[str, Any]:
+        return {k: v for k, v in {"kind": self.kind, "step": self.step}.items() if v is not None}
+
+
+class _FileMarker:
+    def __repr__(self) -> str:
+        return "FilePath"
+
+
+FILE = _FileMarker()
+FilePath = Annotated[str, FILE, Widget(kind="file")]
+"""A string input naming a file or folder; its content fingerprint joins the node's cache key."""
+
+
+class NodeDefinitionError(TypeError):
+    """A node function whose signature cannot be turned into a node type."""
+
+
+class InputValueError(ValueError):
+    """A value that does not fit an input's declared type or bounds."""
+
+
+@dataclass
+class InputSpec:
+    name: str
+    socket: SocketType
+    annotation: Any
+    default: Any = inspect.Parameter.empty
+    lazy: bool = False
+    is_file: bool = False
+    widget_hint: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+    @property
+    def is_widget(self) -> bool:
+        return self.socket.widget
+
+    @cached_property
+    def adapter(self) -> TypeAdapter | None:
+        return TypeAdapter(self.annotation) if self.is_widget else None
+
+    def coerce(self, value: Any) -> Any:
+        """Validate a widget value (literal or arriving on a link) against type and bounds."""
+        if self.adapter is None:
+            if not self.socket.accepts_value(value):
+                raise InputValueError(f"expected {self.socket.name}, got {type(value).__name__}")
+            return value
+        try:
+            return self.adapter.validate_python(value, strict=False)
+        except PydanticValidationError as err:
+            first = err.errors()[0]
+            raise InputValueError(f"{first['msg']} (got {_short_repr(value)})") from None
+
+    def json_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {}
+        if self.adapter is not None:
+            try:
+                schema = self.adapter.json_schema()
+            except Exception:  # noqa: BLE001 - schema is a UI nicety, never fatal
+                schema = {}
+        schema["x-socket"] = self.socket.name
+        if not self.required:
+            schema["default"] = self.default
+        if self.lazy:
+            schema["x-lazy"] = True
+        if self.widget_hint:
+            schema["x-widget"] = self.widget_hint
+        return schema
+
+
+@dataclass
+class OutputSpec:
+    name: str
+    socket: SocketType
+
+
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class NodeType:
+    """A registered node type: everything the validator, scheduler, CLI and UI need to know."""
+
+    id: str
+    version: int
+    category: str
+    display_name: str
+    description: str
+    fn: Callable[..., Any]
+    inputs: dict[str, InputSpec]
+    outputs: dict[str, OutputSpec]
+    context_param: str | None = None
+    side_effect: bool = False
+    output_node: bool = False
+    migrations: dict[int, Migration] = field(default_factory=dict)
+    multiple_outputs: bool = False
+    plugin: str = ""
+
+    @property
+    def namespace(self) -> str:
+        return self.id.split("/", 1)[0]
+
+    @property
+    def file_inputs(self) -> tuple[str, ...]:
+        return tuple(name for name, spec in self.inputs.items() if spec.is_file)
+
+    def schema(self) -> dict[str, Any]:
+        """JSON description used by `nodegraph nodes --json` and the browser palette."""
+        return {
+            "id": self.id,
+            "version": self.version,
+            "category": self.category,
+            "display_name": self.display_name,
+            "description": self.description,
+            "plugin": self.plugin,
+            "side_effect": self.side_effect,
+            "output_node": self.output_node,
+            "inputs": {
+                name: {"type": spec.socket.name, "required": spec.required, "widget": spec.is_widget,
+                       "schema": spec.json_schema()}
+                for name, spec in self.inputs.items()
+            },
+            "outputs": {name: {"type": spec.socket.name} for name, spec in self.outputs.items()},
+        }
+
+    def migrate(self, saved_version: int, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Bring inputs saved by an older version up to this one, one step at a time."""
+        for version in range(saved_version, self.version):
+            step = self.migrations.get(version)
+            if step is None:
+                raise LookupError(f"no migration from version {version} to {version + 1}")
+            inputs = step(dict(inputs))
+        return inputs
+
+    def outputs_as_dict(self, result: Any) -> dict[str, Any]:
+        """Normalise a node's return value to {output name: value}."""
+        names = list(self.outputs)
+        if not names:
+            return {}
+        if self.multiple_outputs:
+            if isinstance(result, Mapping):
+                missing = [n for n in names if n not in result]
+                if missing:
+                    raise TypeError(f"returned no value for output(s) {missing}")
+                return {n: result[n] for n in names}
+            if not isinstance(result, tuple) or len(result) != len(names):
+                raise TypeError(f"must return {len(names)} outputs {names}, got {_short_repr(result)}")
+            return dict(zip(names, result, strict=True))
+        return {names[0]: result}
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_PRIMITIVES: dict[Any, SocketType] = {int: INT, float: FLOAT, str: STRING, bool: BOOLEAN}
+_WIDGET_PYTHON_TYPES: dict[str, Any] = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+
+
+def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, bool, dict[str, Any]]:
+    """Map an annotation to (socket, annotation for validation, lazy, is_file, widget hint)."""
+    lazy = is_file = False
+    hint: dict[str, Any] = {}
+    socket: SocketType | None = None
+    base = annotation
+    if get_origin(annotation) is Annotated:
+        base, *meta = get_args(annotation)
+        kept = []
+        for item in meta:
+            if item is LAZY:
+                lazy = True
+            elif item is FILE:
+                is_file = True
+            elif isinstance(item, Widget):
+                hint.update(item.as_schema())
+            elif isinstance(item, SocketType):
+                socket = item
+            else:
+                kept.append(item)
+        if socket is None and get_origin(base) is Annotated:
+            inner = _socket_for(base, where)
+            socket, base = inner[0], inner[1]
+            lazy, is_file = lazy or inner[2], is_file or inner[3]
+            hint = {**inner[4], **hint}
+        annotation = Annotated[(base, *kept)] if kept else base
+    if isinstance(base, SocketType):
+        socket = base
+        annotation = _WIDGET_PYTHON_TYPES.get(base.name, Any)
+    if socket is None:
+        socket = _primitive_socket(base, where)
+    return socket, annotation, lazy, is_file, hint
+
+
+def _primitive_socket(base: Any, where: str) -> SocketType:
+    if base in _PRIMITIVES:
+        return _PRIMITIVES[base]
+    origin = get_origin(base)
+    if origin is Literal:
+        choices = get_args(base)
+        if all(isinstance(c, str) for c in choices):
+            return STRING
+        if all(isinstance(c, int) and not isinstance(c, bool) for c in choices):
+            return INT
+    if origin in (list, tuple, dict) or base in (list, tuple, dict):
+        return JSON
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        members = [a for a in get_args(base) if a is not type(None)]
+        if len(members) == 1:
+            return _socket_for(members[0], where)[0]
+    raise NodeDefinitionError(
+        f"{where}: annotation {base!r} is neither a SocketType nor a widget type "
+        "(int, float, str, bool, Literal, list, dict)"
+    )
+
+
+def _parse_outputs(fn: Callable[..., Any], hints: dict[str, Any], names: tuple[str, ...] | None,
+                   where: str) -> tuple[dict[str, OutputSpec], bool]:
+    ret = hints.get("return", inspect.Signature.empty)
+    if ret is None or ret is type(None):
+        return {}, False
+    if ret is inspect.Signature.empty:
+        raise NodeDefinitionError(f"{where}: add a return annotation (None for no outputs)")
+    if isinstance(ret, type) and issubclass(ret, tuple) and hasattr(ret, "__annotations__") \
+            and hasattr(ret, "_fields"):
+        field_hints = typing.get_type_hints(ret, include_extras=True)
+        outs = {n: OutputSpec(n, _socket_for(field_hints[n], f"{where} output {n}")[0]) for n in ret._fields}
+        return outs, True
+    socket = _socket_for(ret, f"{where} return")[0]
+    if names and len(names) != 1:
+        raise NodeDefinitionError(f"{where}: one return type but outputs={names}")
+    name = names[0] if names else socket.name.lower()
+    return {name: OutputSpec(name, socket)}, False
+
+
+def node(
+    id: str,
+    *,
+    version: int = 1,
+    category: str = "misc",
+    display_name: str | None = None,
+    outputs: tuple[str, ...] | None = None,
+    side_effect: bool = False,
+    output_node: bool = False,
+    migrations: dict[int, Migration] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a node type. The function stays callable as plain Python; `fn.node_type` holds it."""
+    if not NODE_ID.match(id):
+        raise NodeDefinitionError(f"node id {id!r} must look like 'namespace/name' (lower case)")
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.node_type = build_node_type(  # type: ignore[attr-defined]
+            fn, id, version=version, category=category, display_name=display_name, outputs=outputs,
+            side_effect=side_effect, output_node=output_node, migrations=migrations or {},
+        )
+        return fn
+
+    return decorate
+
+
+def build_node_type(fn: Callable[..., Any], id: str, *, version: int, category: str,
+                    display_name: str | None, outputs: tuple[str, ...] | None, side_effect: bool,
+                    output_node: bool, migrations: dict[int, Migration]) -> NodeType:
+    where = f"node {id!r}"
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as err:  # noqa: BLE001
+        raise NodeDefinitionError(f"{where}: cannot resolve annotations: {err}") from err
+    inputs: dict[str, InputSpec] = {}
+    context_param = None
+    for name, param in inspect.signature(fn).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise NodeDefinitionError(f"{where}: *args/**kwargs are not allowed (inputs need names)")
+        annotation = hints.get(name, inspect.Parameter.empty)
+        if annotation is Context:
+            context_param = name
+            continue
+        if annotation is inspect.Parameter.empty:
+            raise NodeDefinitionError(f"{where}: input {name!r} needs a type annotation")
+        socket, validation_type, lazy, is_file, hint = _socket_for(annotation, f"{where} input {name!r}")
+        spec = InputSpec(name, socket, validation_type, param.default, lazy, is_file, hint)
+        if not spec.required and spec.is_widget and spec.default is not None:
+            try:
+                spec.coerce(spec.default)
+            except InputValueError as err:
+                raise NodeDefinitionError(f"{where}: default of {name!r} is invalid: {err}") from None
+        inputs[name] = spec
+    outs, multiple = _parse_outputs(fn, hints, outputs, where)
+    doc = inspect.getdoc(fn) or ""
+    return NodeType(
+        id=id, version=version, category=category,
+        display_name=display_name or id.split("/", 1)[1].replace("_", " ").title(),
+        description=doc, fn=fn, inputs=inputs, outputs=outs, context_param=context_param,
+        side_effect=side_effect, output_node=output_node or side_effect, migrations=migrations,
+        multiple_outputs=multiple,
+    )

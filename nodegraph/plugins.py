@@ -1,0 +1,237 @@
+"""Finding and loading plugins: built-ins, the `nodegraph.plugins` entry points, plugin folders.
+
+Each plugin's hooks run on their own: one that fails to import, declares an incompatible API
+version or raises while registering is reported with its error and its partial registrations are
+undone; every other plugin still loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from .hooks import PROJECT, NodegraphSpec
+from .registry import CORE_PLUGIN, Registry
+
+API_VERSION = 1
+"""The plugin API version this nodegraph provides. Plugins may declare `NODEGRAPH_API_VERSION`."""
+
+ENTRY_POINT_GROUP = "nodegraph.plugins"
+PLUGINS_ENV = "NODEGRAPH_PLUGINS"
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    source: str
+    version: str = ""
+    node_ids: list[str] = field(default_factory=list)
+    type_names: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "version": self.version,
+                "nodes": self.node_ids, "types": self.type_names, "error": self.error}
+
+
+@dataclass
+class PluginReport:
+    plugins: list[PluginInfo] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[PluginInfo]:
+        return [p for p in self.plugins if not p.ok]
+
+    def namespace_owner(self, namespace: str) -> str | None:
+        for plugin in self.plugins:
+            if any(n.split("/", 1)[0] == namespace for n in plugin.node_ids):
+                return plugin.name
+        return None
+
+
+def _short_error(err: BaseException) -> str:
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(err).__name__}: {err}{where}"
+
+
+def _check_api_version(plugin: Any, name: str) -> None:
+    wanted = getattr(plugin, "NODEGRAPH_API_VERSION", None)
+    if wanted is not None and int(wanted) != API_VERSION:
+        raise RuntimeError(
+            f"plugin {name!r} was written for nodegraph plugin API v{wanted}; "
+            f"this nodegraph provides v{API_VERSION}"
+        )
+
+
+def _import_path(path: Path) -> ModuleType:
+    """Import a plugin file or package folder under a private module name."""
+    module_name = f"nodegraph_dir_plugins.{path.stem}"
+    if path.is_dir():
+        spec = importlib.util.spec_from_file_location(
+            module_name, path / "__init__.py", submodule_search_locations=[str(path)])
+    else:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def _dir_candidates(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"plugins folder {folder} does not exist")
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(("_", ".")):
+            continue
+        if entry.suffix == ".py" or (entry.is_dir() and (entry / "__init__.py").exists()):
+            found.append(entry)
+    return found
+
+
+class PluginLoader:
+    """Builds a Registry from the built-in nodes and every plugin that loads cleanly."""
+
+    def __init__(self, plugin_dirs: Sequence[str | os.PathLike] = (), *, entry_points: bool = True,
+                 disabled: Iterable[str] = (), only: Iterable[str] | None = None,
+                 builtins: bool = True) -> None:
+        self.plugin_dirs = [Path(p) for p in plugin_dirs]
+        env_dirs = os.environ.get(PLUGINS_ENV, "")
+        self.plugin_dirs += [Path(p) for p in env_dirs.split(os.pathsep) if p]
+        self.entry_points = entry_points
+        self.disabled = set(disabled)
+        self.only = set(only) if only is not None else None
+        self.builtins = builtins
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(NodegraphSpec)
+        self.report = PluginReport()
+        self._info: dict[str, PluginInfo] = {}
+
+    def _wanted(self, name: str) -> bool:
+        if name == CORE_PLUGIN:
+            return True
+        if name in self.disabled:
+            return False
+        return self.only is None or name in self.only
+
+    def _add(self, name: str, source: str, load: Any, version: str = "") -> None:
+        if not self._wanted(name):
+            return
+        info = PluginInfo(name=name, source=source, version=version)
+        self.report.plugins.append(info)
+        if name in self._info:
+            info.error = f"a plugin named {name!r} is already loaded from {self._info[name].source}"
+            return
+        try:
+            plugin = load()
+            _check_api_version(plugin, name)
+            info.version = info.version or str(getattr(plugin, "__version__", ""))
+            self.pm.register(plugin, name=name)
+        except BaseException as err:  # noqa: BLE001 - a broken plugin must never stop the app
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            info.error = _short_error(err)
+            return
+        self._info[name] = info
+
+    def discover(self) -> None:
+        if self.builtins:
+            self._add(CORE_PLUGIN, "built-in", lambda: importlib.import_module("nodes"))
+        if self.entry_points:
+            for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+                dist = getattr(ep, "dist", None)
+                self._add(ep.name, f"entry point {ep.value}", ep.load,
+                          version=getattr(dist, "version", "") or "")
+        for folder in self.plugin_dirs:
+            try:
+                candidates = _dir_candidates(folder)
+            except FileNotFoundError as err:
+                self.report.plugins.append(PluginInfo(folder.name, f"folder {folder}", error=str(err)))
+                continue
+            for path in candidates:
+                self._add(path.stem, f"folder {folder}", lambda p=path: _import_path(p))
+
+    def _run_hook(self, hook_name: str, registry: Registry) -> None:
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        impls.sort(key=lambda impl: impl.plugin_name != CORE_PLUGIN)
+        for impl in impls:
+            info = self._info.get(impl.plugin_name)
+            if info is None or info.error:
+                continue
+            before_nodes, before_types = set(registry.nodes), set(registry.types)
+            registry.current_plugin = impl.plugin_name
+            try:
+                impl.function(registry=registry)
+            except BaseException as err:  # noqa: BLE001
+                if isinstance(err, KeyboardInterrupt):
+                    raise
+                for node_id in set(registry.nodes) - before_nodes:
+                    del registry.nodes[node_id]
+                for type_name in set(registry.types) - before_types:
+                    del registry.types[type_name]
+                    del registry.type_sources[type_name]
+                info.error = _short_error(err)
+                if impl.plugin_name == CORE_PLUGIN:
+                    raise
+            finally:
+                registry.current_plugin = CORE_PLUGIN
+
+    def load(self, registry: Registry | None = None) -> Registry:
+        registry = registry or Registry()
+        self.discover()
+        self._run_hook("nodegraph_register_types", registry)
+        self._run_hook("nodegraph_register_nodes", registry)
+        for name, info in self._info.items():
+            if info.error:
+                # undo what a plugin registered before a later hook of it failed
+                for node_id in [n for n, t in registry.nodes.items() if t.plugin == name]:
+                    del registry.nodes[node_id]
+                continue
+            info.node_ids = sorted(n for n, t in registry.nodes.items() if t.plugin == name)
+            info.type_names = sorted(t for t, src in registry.type_sources.items() if src == name)
+        return registry
+
+
+def load_registry(plugin_dirs: Sequence[str | os.PathLike] = (), **options: Any) -> tuple[Registry, PluginReport]:
+    loader = PluginLoader(plugin_dirs, **options)
+    registry = loader.load()
+    return registry, loader.report
+
+
+_default: tuple[Registry, PluginReport] | None = None
+
+
+def default_registry() -> Registry:
+    """The process-wide registry with built-ins, entry-point plugins and $NODEGRAPH_PLUGINS folders."""
+    global _default
+    if _default is None:
+        _default = load_registry()
+    return _default[0]
+
+
+def default_report() -> PluginReport:
+    default_registry()
+    assert _default is not None
+    return _default[1]

@@ -1,0 +1,271 @@
+"""The scheduler. A `Session` runs workflows and keeps the output cache between runs.
+
+Cache key of a node = hash(type id, version, its literal inputs, the keys of its linked inputs,
+fingerprints of the files it reads): a Merkle signature, so changing one widget re-runs that node
+and its descendants only. A run resolves what the requested outputs need by walking back from
+them and stopping at cache hits, then executes the misses in topological order. Lazy inputs are
+resolved the same way, on demand, when the node calls them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import MISSING, LRUCache
+from .context import CancelToken, Cancelled, Context
+from .events import Event, Subscriber
+from .fingerprint import fingerprint
+from .node import InputValueError
+from .registry import Registry
+from .validate import Plan, compile_workflow
+from .workflow import Workflow
+
+
+class NodeFailed(RuntimeError):
+    """A node raised while running. Names the node, its type and the cause; earlier results stay cached."""
+
+    def __init__(self, node_id: str, type_id: str, cause: BaseException | str, hint: str = "") -> None:
+        self.node_id, self.type_id = node_id, type_id
+        self.cause = cause
+        reason = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        super().__init__(f"node {node_id!r} ({type_id}) failed: {reason}{hint}")
+
+
+class RunCancelled(RuntimeError):
+    """The run was cancelled; every node that finished before stays cached."""
+
+
+def resolve_device(requested: str | None = None) -> str:
+    """'cuda' when a GPU is usable, else 'cpu'; an explicit request wins (and is checked)."""
+    try:
+        import torch
+    except ImportError:
+        if requested not in (None, "cpu"):
+            raise ValueError(f"device {requested!r} needs torch, which is not installed") from None
+        return "cpu"
+    if requested:
+        try:
+            device = torch.device(requested)
+        except RuntimeError as err:
+            raise ValueError(f"unknown device {requested!r}: {err}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} requested but CUDA is not available")
+        return str(device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class RunResult:
+    outputs: dict[str, dict[str, Any]]
+    ran: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    node_seconds: dict[str, float] = field(default_factory=dict)
+
+    def __getitem__(self, node_id: str) -> dict[str, Any]:
+        return self.outputs[node_id]
+
+    def value(self, address: str) -> Any:
+        """`result.value("node.output")`, or `result.value("node")` for a single-output node."""
+        node_id, _, output = address.partition(".")
+        outs = self.outputs[node_id]
+        if not output:
+            if len(outs) != 1:
+                raise KeyError(f"node {node_id!r} has outputs {list(outs)}; name one")
+            return next(iter(outs.values()))
+        return outs[output]
+
+
+_run_ids = itertools.count(1)
+
+
+class _Run:
+    """State of one run: keys, values by node, event emission."""
+
+    def __init__(self, session: Session, plan: Plan, emit: Callable[[Event], None], token: CancelToken) -> None:
+        self.session, self.plan, self.emit, self.token = session, plan, emit, token
+        self.run_id = next(_run_ids)
+        self.values: dict[str, dict[str, Any]] = {}
+        self.ran: list[str] = []
+        self.cached: list[str] = []
+        self.node_seconds: dict[str, float] = {}
+        self.index = {n: i for i, n in enumerate(plan.order)}
+        self.keys = self._keys()
+
+    def _keys(self) -> dict[str, bytes]:
+        keys: dict[str, bytes] = {}
+        nonce = str(self.run_id).encode()
+        for node_id in self.plan.order:
+            pn = self.plan.nodes[node_id]
+            parts = [pn.static_digest]
+            for name, (source, output) in sorted(pn.links.items()):
+                parts.append(f"\x00{name}={output}@".encode())
+                parts.append(keys[source])
+            for name in pn.type.file_inputs:
+                if name in pn.values:
+                    parts.append(fingerprint(pn.values[name]))
+            if pn.type.side_effect:
+                parts.append(nonce)
+            keys[node_id] = hashlib.blake2b(b"".join(parts), digest_size=16).digest()
+        return keys
+
+    def ensure(self, roots: Iterable[str]) -> None:
+        """Make values of `roots` available: cache hits stop the walk, misses run in topo order."""
+        cache = self.session.cache
+        to_run: list[str] = []
+        stack = list(roots)
+        seen: set[str] = set()
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen or node_id in self.values:
+                continue
+            seen.add(node_id)
+            pn = self.plan.nodes[node_id]
+            if not pn.type.side_effect:
+                hit = cache.get(self.keys[node_id])
+                if hit is not MISSING:
+                    self.values[node_id] = hit
+                    self.cached.append(node_id)
+                    self.emit(Event("node_cached", self.run_id, node_id, pn.type.id))
+                    continue
+            to_run.append(node_id)
+            inputs = pn.type.inputs
+            stack.extend(src for name, (src, _) in pn.links.items() if not inputs[name].lazy)
+        to_run.sort(key=self.index.__getitem__)
+        for node_id in to_run:
+            self.execute(node_id)
+
+    def _lazy(self, source: str, output: str) -> Callable[[], Any]:
+        def value() -> Any:
+            self.ensure([source])
+            return self.values[source][output]
+        return value
+
+    def execute(self, node_id: str) -> None:
+        if self.token.cancelled:
+            raise RunCancelled(f"run cancelled before node {node_id!r}")
+        pn = self.plan.nodes[node_id]
+        node_type = pn.type
+        kwargs = dict(pn.values)
+        for name, (source, output) in pn.links.items():
+            spec = node_type.inputs[name]
+            if spec.lazy:
+                kwargs[name] = self._lazy(source, output)
+                continue
+            value = self.values[source][output]
+            try:
+                kwargs[name] = spec.coerce(value)
+            except InputValueError as err:
+                raise NodeFailed(node_id, node_type.id, f"input {name!r} from {source}.{output}: {err}") from None
+        if node_type.context_param:
+            kwargs[node_type.context_param] = Context(
+                node_id, node_type.id, self.session.device, self.session.dtype, self.keys[node_id],
+                str(self.session.output_dir), self.token, self._progress_reporter(node_id, node_type.id))
+        self.emit(Event("node_start", self.run_id, node_id, node_type.id))
+        started = time.perf_counter()
+        try:
+            outputs = node_type.outputs_as_dict(node_type.fn(**kwargs))
+        except (Cancelled, RunCancelled) as err:
+            raise RunCancelled(str(err)) from None
+        except NodeFailed:
+            raise
+        except Exception as err:  # noqa: BLE001 - every node failure is reported the same way
+            raise NodeFailed(node_id, node_type.id, err, _hint(err)) from err
+        seconds = time.perf_counter() - started
+        self.values[node_id] = outputs
+        self.ran.append(node_id)
+        self.node_seconds[node_id] = seconds
+        if not node_type.side_effect:
+            self.session.cache.put(self.keys[node_id], outputs)
+        self.emit(Event("node_done", self.run_id, node_id, node_type.id, seconds=seconds))
+
+    def _progress_reporter(self, node_id: str, type_id: str) -> Callable[[int, int, dict[str, Any]], None]:
+        def report(step: int, total: int, info: dict[str, Any]) -> None:
+            self.emit(Event("progress", self.run_id, node_id, type_id, step=step, total=total, info=info))
+        return report
+
+
+def _hint(err: BaseException) -> str:
+    if type(err).__name__ == "OutOfMemoryError":
+        return " (hint: out of device memory; lower the batch size or resolution, or run with --device cpu)"
+    return ""
+
+
+class Session:
+    """Runs workflows; keeps the output cache, the device choice and a cancel switch between runs."""
+
+    def __init__(self, registry: Registry | None = None, *, device: str | None = None, dtype: str = "float32",
+                 cache_bytes: int = 4 << 30, output_dir: str | os.PathLike = "outputs") -> None:
+        if registry is None:
+            from .plugins import default_registry
+
+            registry = default_registry()
+        self.registry = registry
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self.output_dir = Path(output_dir)
+        self.cache = LRUCache(cache_bytes)
+        self.subscribers: list[Subscriber] = []
+        self._token = CancelToken()
+        self._lock = threading.Lock()
+
+    def compile(self, workflow: Workflow) -> Plan:
+        return compile_workflow(workflow, self.registry)
+
+    def cancel(self) -> None:
+        """Ask the current run to stop at the next node boundary or progress report."""
+        self._token.cancel()
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.append(subscriber)
+
+    def run(self, workflow: Workflow | Plan, outputs: Iterable[str] | None = None,
+            on_event: Subscriber | None = None) -> RunResult:
+        """Validate (unless given a Plan), run what `outputs` need (default: the output nodes)."""
+        plan = workflow if isinstance(workflow, Plan) else self.compile(workflow)
+        targets = list(outputs) if outputs is not None else plan.output_nodes()
+        unknown = [t for t in targets if t not in plan.nodes]
+        if unknown:
+            raise KeyError(f"requested outputs {unknown} are not nodes of this workflow")
+        listeners = [*self.subscribers, *([on_event] if on_event else [])]
+
+        def emit(event: Event) -> None:
+            for listener in listeners:
+                listener(event)
+
+        with self._lock:
+            self._token.reset()
+            run = _Run(self, plan, emit if listeners else _ignore, self._token)
+            started = time.perf_counter()
+            emit(Event("run_start", run.run_id, info={"nodes": len(plan.nodes), "targets": len(targets)}))
+            try:
+                run.ensure(targets)
+            except NodeFailed as err:
+                emit(Event("node_error", run.run_id, err.node_id, err.type_id, message=str(err)))
+                emit(Event("run_done", run.run_id, status="failed", seconds=time.perf_counter() - started))
+                raise
+            except RunCancelled:
+                emit(Event("run_done", run.run_id, status="cancelled", seconds=time.perf_counter() - started))
+                raise
+            seconds = time.perf_counter() - started
+            emit(Event("run_done", run.run_id, status="ok", seconds=seconds,
+                       info={"ran": len(run.ran), "cached": len(run.cached)}))
+        return RunResult({t: run.values[t] for t in targets}, run.ran, run.cached, seconds, run.node_seconds)
+
+
+def _ignore(event: Event) -> None:
+    return None
+
+
+def run(workflow: Workflow, outputs: Iterable[str] | None = None, on_event: Subscriber | None = None,
+        **session_options: Any) -> RunResult:
+    """One-shot run in a fresh Session (use a Session to keep the cache between runs)."""
+    return Session(**session_options).run(workflow, outputs=outputs, on_event=on_event)

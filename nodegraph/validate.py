@@ -1,0 +1,199 @@
+"""Validation: check a whole workflow against the registry and report every problem at once.
+
+`compile_workflow` turns a valid workflow into a `Plan` (typed, coerced, topologically ordered)
+that the scheduler runs; on any problem it raises `WorkflowInvalid` and nothing runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from .node import InputValueError, NodeType
+from .registry import Registry
+from .types import can_connect
+from .workflow import Link, Workflow
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    message: str
+    node: str | None = None
+    input: str | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.node is not None:
+            where = f"node {self.node!r}" + (f", input {self.input!r}" if self.input else "")
+            where += ": "
+        return f"{where}{self.message} [{self.kind}]"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "node": self.node, "input": self.input}
+
+
+class WorkflowInvalid(ValueError):
+    """Raised with every problem of a workflow; nothing has run."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"workflow is invalid ({len(problems)} problem{'s' * (len(problems) != 1)}):\n{lines}")
+
+
+@dataclass
+class PlanNode:
+    id: str
+    type: NodeType
+    values: dict[str, Any]
+    links: dict[str, tuple[str, str]]
+    static_digest: bytes = b""
+
+
+@dataclass
+class Plan:
+    workflow: Workflow
+    nodes: dict[str, PlanNode]
+    order: list[str]
+    graph: nx.DiGraph
+    consumers: dict[str, list[str]] = field(default_factory=dict)
+
+    def output_nodes(self) -> list[str]:
+        marked = [n for n in self.order if self.nodes[n].type.output_node]
+        return marked or [n for n in self.order if self.graph.out_degree(n) == 0]
+
+
+def _digest(node_type: NodeType, literals: dict[str, Any]) -> bytes:
+    try:
+        blob = json.dumps(literals, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    except (TypeError, ValueError):
+        blob = repr(sorted(literals.items()))
+    return hashlib.blake2b(f"{node_type.id}\x00{node_type.version}\x00{blob}".encode(),
+                           digest_size=16).digest()
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, workflow: Workflow,
+                registry: Registry, problems: list[Problem]) -> PlanNode:
+    values: dict[str, Any] = {}
+    links: dict[str, tuple[str, str]] = {}
+    for name, value in spec_inputs.items():
+        spec = node_type.inputs.get(name)
+        if spec is None:
+            known = list(node_type.inputs)
+            problems.append(Problem("unknown_input", f"{node_type.id} has no input {name!r}"
+                                    f"{_suggest(name, known)}; its inputs are {known}", node_id, name))
+            continue
+        if isinstance(value, Link):
+            source = workflow.nodes.get(value.source)
+            if source is None:
+                problems.append(Problem("dangling_link", f"links to missing node {value.source!r}"
+                                        f"{_suggest(value.source, list(workflow.nodes))}", node_id, name))
+                continue
+            source_type = registry.nodes.get(source.type)
+            if source_type is None:
+                continue  # reported as unknown_type on the source node
+            out = source_type.outputs.get(value.output)
+            if out is None:
+                problems.append(Problem("dangling_link", f"node {value.source!r} ({source.type}) has no output "
+                                        f"{value.output!r}; its outputs are {list(source_type.outputs)}", node_id, name))
+                continue
+            if not can_connect(out.socket, spec.socket):
+                problems.append(Problem("type_mismatch", f"{value.source}.{value.output} is "
+                                        f"{out.socket.name}, but this input takes {spec.socket.name}", node_id, name))
+                continue
+            links[name] = (value.source, value.output)
+        else:
+            if not spec.is_widget:
+                problems.append(Problem("bad_value", f"this input is a {spec.socket.name} socket; "
+                                        "connect a link to it instead of a value", node_id, name))
+                continue
+            try:
+                values[name] = spec.coerce(value)
+            except InputValueError as err:
+                problems.append(Problem("bad_value", str(err), node_id, name))
+    for name, spec in node_type.inputs.items():
+        if name not in values and name not in links:
+            if spec.required:
+                problems.append(Problem("missing_input", f"required input of type {spec.socket.name} "
+                                        "is neither set nor linked", node_id, name))
+            else:
+                values[name] = spec.default
+    literals = {k: v for k, v in spec_inputs.items() if not isinstance(v, Link)}
+    return PlanNode(node_id, node_type, values, links, _digest(node_type, literals))
+
+
+def _migrated_inputs(node_id: str, saved: int | None, node_type: NodeType, inputs: dict[str, Any],
+                     problems: list[Problem]) -> dict[str, Any] | None:
+    if saved is None or saved == node_type.version:
+        return inputs
+    if saved > node_type.version:
+        problems.append(Problem("stale_version", f"saved with {node_type.id} v{saved}, but this nodegraph has "
+                                f"v{node_type.version}; update the plugin that provides it", node_id))
+        return None
+    try:
+        return node_type.migrate(saved, inputs)
+    except LookupError as err:
+        problems.append(Problem("stale_version", f"saved with {node_type.id} v{saved}, now v{node_type.version}, "
+                                f"and {err}; re-create this node", node_id))
+    except Exception as err:  # noqa: BLE001 - a broken migration is a problem of this node
+        problems.append(Problem("stale_version", f"migration from v{saved} failed: {err}", node_id))
+    return None
+
+
+def _namespace_hint(type_id: str, registry: Registry) -> str:
+    namespace = type_id.split("/", 1)[0]
+    if "/" in type_id and not any(t.split("/", 1)[0] == namespace for t in registry.nodes):
+        return f"; no loaded plugin provides namespace {namespace!r}: install or enable the plugin that does"
+    return ""
+
+
+def check(workflow: Workflow, registry: Registry) -> tuple[list[Problem], dict[str, PlanNode], nx.DiGraph]:
+    problems: list[Problem] = []
+    plan_nodes: dict[str, PlanNode] = {}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(workflow.nodes)
+    for node_id, spec in workflow.nodes.items():
+        for name, value in spec.inputs.items():
+            if isinstance(value, Link) and value.source in workflow.nodes:
+                graph.add_edge(value.source, node_id)
+        node_type = registry.nodes.get(spec.type)
+        if node_type is None:
+            problems.append(Problem("unknown_type", f"unknown node type {spec.type!r}"
+                                    f"{_suggest(spec.type, list(registry.nodes))}{_namespace_hint(spec.type, registry)}",
+                                    node_id))
+            continue
+        inputs = _migrated_inputs(node_id, spec.version, node_type, spec.inputs, problems)
+        if inputs is None:
+            continue
+        plan_nodes[node_id] = _check_node(node_id, inputs, node_type, workflow, registry, problems)
+    if not nx.is_directed_acyclic_graph(graph):
+        for component in nx.strongly_connected_components(graph):
+            members = sorted(component)
+            if len(members) > 1 or graph.has_edge(members[0], members[0]):
+                problems.append(Problem("cycle", f"cycle through nodes {members}; links must not loop", members[0]))
+    return problems, plan_nodes, graph
+
+
+def validate(workflow: Workflow, registry: Registry) -> list[Problem]:
+    return check(workflow, registry)[0]
+
+
+def compile_workflow(workflow: Workflow, registry: Registry) -> Plan:
+    problems, plan_nodes, graph = check(workflow, registry)
+    if problems:
+        raise WorkflowInvalid(problems)
+    order = list(nx.lexicographical_topological_sort(graph)) if len(graph) < 2000 \
+        else list(nx.topological_sort(graph))
+    consumers = {n: list(graph.successors(n)) for n in graph}
+    return Plan(workflow, plan_nodes, order, graph, consumers)

@@ -1,0 +1,184 @@
+"""The one workflow format: the file the browser saves is the file the CLI runs.
+
+    {"format": "nodegraph/workflow", "version": 1, "name": "...",
+     "nodes": {"id": {"type": "ns/name", "version": 1,
+                      "inputs": {"widget": 3, "socket": {"from": "other", "output": "image"}}}},
+     "ui": {"positions": {"id": [x, y]}}}
+
+An input value is either a JSON literal or a link `{"from": node_id, "output": output_name}`.
+Saving is byte-stable: keys sorted, two-space indent, trailing newline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+FORMAT = "nodegraph/workflow"
+FORMAT_VERSION = 1
+MAX_WORKFLOW_BYTES = 32 * 1024 * 1024
+
+
+class Link(BaseModel):
+    """A link from another node's named output."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+    source: str = Field(alias="from", min_length=1)
+    output: str = Field(min_length=1)
+
+    def to_json(self) -> dict[str, str]:
+        return {"from": self.source, "output": self.output}
+
+
+def is_link(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"from", "output"}
+
+
+class NodeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(min_length=1)
+    version: int | None = Field(default=None, ge=1)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _parse_links(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: Link.model_validate(v) if is_link(v) else v for k, v in value.items()}
+        return value
+
+    def links(self) -> dict[str, Link]:
+        return {name: v for name, v in self.inputs.items() if isinstance(v, Link)}
+
+    def literals(self) -> dict[str, Any]:
+        return {name: v for name, v in self.inputs.items() if not isinstance(v, Link)}
+
+
+class WorkflowFormatError(ValueError):
+    """The file is not a workflow at all: bad JSON (with line and column) or a wrong top-level shape."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+class Workflow(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    format: Literal["nodegraph/workflow"] = FORMAT
+    version: Literal[1] = FORMAT_VERSION
+    name: str = ""
+    description: str = ""
+    nodes: dict[str, NodeSpec] = Field(default_factory=dict)
+    ui: dict[str, Any] = Field(default_factory=dict)
+
+    # loading ------------------------------------------------------------------------------------
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Workflow:
+        if len(text) > MAX_WORKFLOW_BYTES:
+            raise WorkflowFormatError(f"workflow is {len(text)} bytes; the limit is {MAX_WORKFLOW_BYTES}")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise WorkflowFormatError(f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+        except (UnicodeDecodeError, RecursionError) as err:
+            raise WorkflowFormatError(f"malformed JSON: {type(err).__name__}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Workflow:
+        from pydantic import ValidationError
+
+        if not isinstance(data, dict):
+            raise WorkflowFormatError(f"a workflow is a JSON object, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            problems = []
+            for e in err.errors():
+                loc = ".".join(str(p) for p in e["loc"])
+                problems.append(f"{loc}: {e['msg']}")
+            raise WorkflowFormatError("not a valid workflow file:\n  " + "\n  ".join(problems), problems) from None
+        except RecursionError:
+            raise WorkflowFormatError("workflow is nested too deeply") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Workflow:
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+        except OSError as err:
+            raise WorkflowFormatError(f"cannot read workflow {path}: {err.strerror}") from None
+        if size > MAX_WORKFLOW_BYTES:
+            raise WorkflowFormatError(f"workflow {path} is {size} bytes; the limit is {MAX_WORKFLOW_BYTES}")
+        return cls.from_json(path.read_bytes())
+
+    # saving -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        nodes = {}
+        for node_id, spec in self.nodes.items():
+            entry: dict[str, Any] = {"type": spec.type,
+                                     "inputs": {k: (v.to_json() if isinstance(v, Link) else v)
+                                                for k, v in spec.inputs.items()}}
+            if spec.version is not None:
+                entry["version"] = spec.version
+            nodes[node_id] = entry
+        data: dict[str, Any] = {"format": self.format, "version": self.version, "name": self.name,
+                                "nodes": nodes}
+        if self.description:
+            data["description"] = self.description
+        if self.ui:
+            data["ui"] = self.ui
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a temporary file in the same folder, then rename over the target."""
+        return atomic_write_text(Path(path), self.to_json())
+
+    # editing ------------------------------------------------------------------------------------
+    def set(self, address: str, value: Any) -> Workflow:
+        """Set `node.input` to a literal value (or a link dict). Returns self for chaining."""
+        node_id, sep, input_name = address.rpartition(".")
+        if not sep or not node_id or not input_name:
+            raise KeyError(f"{address!r}: expected NODE.INPUT")
+        if node_id not in self.nodes:
+            raise KeyError(f"{address!r}: no node {node_id!r} in this workflow")
+        self.nodes[node_id].inputs[input_name] = Link.model_validate(value) if is_link(value) else value
+        return self
+
+    def copy_deep(self) -> Workflow:
+        return Workflow.from_dict(json.loads(self.to_json()))
+
+
+def parse_cli_value(text: str) -> Any:
+    """`--set a.b=VALUE`: JSON when it parses (numbers, true, lists), else the raw string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,89 @@
+"""The CONDITIONING value: class labels or text tokens, batched so cond and null run in one pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What a conditional network is conditioned on; any field may be None.
+
+    labels: (B,) long class ids; the model's null label id means "no label" (CFG's unconditional).
+    tokens: (B, L, D) per-token text features; mask: (B, L) bool, True for real tokens.
+    pooled: (B, D) one vector per prompt. prompts: the source texts, for display and editing.
+    A batch of 1 broadcasts against any batch size.
+    """
+
+    labels: torch.Tensor | None = None
+    tokens: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    prompts: tuple[str, ...] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        for value in (self.labels, self.tokens, self.pooled):
+            if value is not None:
+                return value.shape[0]
+        return 1
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)}
+
+    def expand(self, batch: int) -> Condition:
+        """Repeat a batch-1 condition to `batch` rows (a no-op when already that size)."""
+        size = self.batch_size
+        if size == batch:
+            return self
+        if size != 1:
+            raise ValueError(f"condition has batch {size}, cannot broadcast to {batch}")
+        expanded = {k: v.expand(batch, *v.shape[1:]) for k, v in self._tensors().items()}
+        prompts = self.prompts * batch if self.prompts is not None else None
+        return replace(self, **expanded, prompts=prompts)
+
+    def to(self, device: torch.device | str) -> Condition:
+        return replace(self, **{k: v.to(device) for k, v in self._tensors().items()})
+
+    @staticmethod
+    def cat(conditions: list[Condition]) -> Condition:
+        """Stack conditions along the batch (cond and null in one forward pass).
+
+        Token sequences of different lengths are right-padded with zeros and masked out.
+        """
+        first = conditions[0]
+        merged: dict[str, object] = {}
+        for name in ("labels", "tokens", "mask", "pooled"):
+            values = [getattr(c, name) for c in conditions]
+            if all(v is None for v in values):
+                merged[name] = None
+                continue
+            if any(v is None for v in values):
+                raise ValueError(f"cannot batch conditions where only some have {name}")
+            if name in ("tokens", "mask"):
+                longest = max(v.shape[1] for v in values)
+                values = [_pad_tokens(v, longest) for v in values]
+            merged[name] = torch.cat(values, dim=0)
+        if merged["tokens"] is not None and merged["mask"] is None:
+            merged["mask"] = None
+        prompts = None
+        if all(c.prompts is not None for c in conditions):
+            prompts = tuple(p for c in conditions for p in c.prompts)  # type: ignore[union-attr]
+        return replace(first, **merged, prompts=prompts)
+
+    def select(self, index: slice | torch.Tensor) -> Condition:
+        return replace(self, **{k: v[index] for k, v in self._tensors().items()},
+                       prompts=None if self.prompts is None else
+                       tuple(self.prompts[i] for i in range(len(self.prompts))[index]) if isinstance(index, slice)
+                       else None)
+
+
+def _pad_tokens(value: torch.Tensor, length: int) -> torch.Tensor:
+    missing = length - value.shape[1]
+    if missing == 0:
+        return value
+    pad_shape = (value.shape[0], missing, *value.shape[2:])
+    return torch.cat([value, value.new_zeros(pad_shape)], dim=1)

@@ -1,0 +1,123 @@
+"""Image I/O: load, save (atomic, numbered, never overwriting), preview, grid."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import torch
+from PIL import Image
+from pydantic import Field
+
+from nodegraph import Context, FilePath, node
+
+from .sockets import IMAGE
+
+_SAFE_PREFIX = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, C, H, W) in [0, 1] to PIL images (C = 1 grey, 3 RGB, 4 RGBA)."""
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[1] not in (1, 3, 4):
+        raise ValueError(f"expected images shaped (B, C, H, W) with C in 1, 3, 4; got {tuple(images.shape)}")
+    if not torch.isfinite(images).all():
+        raise ValueError("image contains NaN or infinite values")
+    data = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    data = data.permute(0, 2, 3, 1).numpy()
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[images.shape[1]]
+    return [Image.fromarray(a[..., 0] if mode == "L" else a, mode) for a in data]
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image to (1, C, H, W) float in [0, 1]."""
+    if image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGB")
+    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    channels = len(image.getbands())
+    return data.view(image.height, image.width, channels).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+def resolve_output_folder(root: str | os.PathLike, folder: str) -> Path:
+    """A sub-folder of the output root; absolute paths and `..` that would escape it are refused."""
+    root_path = Path(root).resolve()
+    target = (root_path / folder).resolve()
+    if Path(folder).is_absolute() or not target.is_relative_to(root_path):
+        raise ValueError(f"folder {folder!r} escapes the output folder {root_path}")
+    return target
+
+
+def save_png_numbered(image: Image.Image, folder: Path, prefix: str) -> Path:
+    """Write `prefix_00001.png` (next free number) atomically: temp file, fsync, then hard-link.
+
+    `os.link` fails if the name exists, so two writers never overwrite each other, and a reader
+    never sees a half-written PNG under the final name.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{prefix}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)\.png$")
+        used = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
+        number = max(used, default=0) + 1
+        while True:
+            target = folder / f"{prefix}_{number:05d}.png"
+            try:
+                os.link(tmp, target)
+                return target
+            except FileExistsError:
+                number += 1
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@node("core/save_image", category="image", display_name="Save image", outputs=("paths",), side_effect=True)
+def save_image(ctx: Context, images: IMAGE, folder: str = ".", prefix: str = "image") -> list:
+    """Save each image as a PNG under the output folder (numbered names, never overwriting)."""
+    if not _SAFE_PREFIX.match(prefix):
+        raise ValueError(f"prefix {prefix!r} may use letters, digits, '_', '-' and '.' only")
+    target = resolve_output_folder(ctx.output_dir, folder)
+    return [str(save_png_numbered(img, target, prefix)) for img in tensor_to_pil(images)]
+
+
+@node("core/load_image", category="image", display_name="Load image")
+def load_image(ctx: Context, path: FilePath) -> IMAGE:
+    """Load a PNG or JPEG file as a (1, C, H, W) image in [0, 1]."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"no image file at {file}")
+    with Image.open(file) as image:
+        return pil_to_tensor(image).to(ctx.device)
+
+
+@node("core/preview_image", category="image", display_name="Preview image", output_node=True)
+def preview_image(images: IMAGE) -> IMAGE:
+    """Show images in the browser (and return them) without writing files."""
+    return images
+
+
+@node("core/image_grid", category="image", display_name="Image grid")
+def image_grid(images: IMAGE, columns: Annotated[int, Field(ge=1, le=256)] = 8,
+               padding: Annotated[int, Field(ge=0, le=64)] = 2,
+               pad_value: Annotated[float, Field(ge=0, le=1)] = 1.0) -> IMAGE:
+    """Tile a batch into one image, `columns` wide, row by row."""
+    batch, channels, height, width = images.shape
+    columns = min(columns, batch)
+    rows = (batch + columns - 1) // columns
+    grid = images.new_full((1, channels, rows * (height + padding) + padding,
+                            columns * (width + padding) + padding), pad_value)
+    for index in range(batch):
+        row, col = divmod(index, columns)
+        top, left = padding + row * (height + padding), padding + col * (width + padding)
+        grid[0, :, top:top + height, left:left + width] = images[index]
+    return grid

@@ -1,0 +1,35 @@
+"""Socket types of the generative node library. Tensors are torch tensors on the run's device.
+
+IMAGE is (B, C, H, W) float in [0, 1]; LATENT is (B, C, H, W) in the model's latent space;
+both are TENSORs so any tensor input accepts them.
+"""
+
+import torch
+
+from nodegraph import SocketType
+
+TENSOR = SocketType("TENSOR", torch.Tensor, "#78909c", description="A torch tensor.")
+IMAGE = SocketType("IMAGE", torch.Tensor, "#64b5f6", parent=TENSOR,
+                   description="Images as a (B, C, H, W) float tensor in [0, 1].")
+LATENT = SocketType("LATENT", torch.Tensor, "#f06292", parent=TENSOR,
+                    description="Samples in a model's space (pixels in [-1, 1] or VAE latents), (B, C, H, W).")
+TIME_GRID = SocketType("TIME_GRID", torch.Tensor, "#a1887f", parent=TENSOR,
+                       description="Increasing times from 0 (noise) to 1 (data) for a solver.")
+CONDITIONING = SocketType("CONDITIONING", None, "#ffa726",
+                          description="A condition: class labels or text tokens + mask + pooled vector.")
+PATH = SocketType("PATH", None, "#9575cd", description="A Gaussian probability path: alpha_t, beta_t.")
+VECTOR_FIELD = SocketType("VECTOR_FIELD", None, "#e57373", description="u(x, t, cond) to integrate.")
+SIGMA_SCHEDULE = SocketType("SIGMA_SCHEDULE", None, "#4dd0e1", description="Diffusion coefficient sigma_t.")
+BACKBONE = SocketType("BACKBONE", torch.nn.Module, "#7986cb", description="A network f(x, t, cond).")
+MLP = SocketType("MLP", torch.nn.Module, "#7986cb", parent=BACKBONE)
+UNET = SocketType("UNET", torch.nn.Module, "#5c6bc0", parent=BACKBONE)
+DIT = SocketType("DIT", torch.nn.Module, "#3f51b5", parent=BACKBONE)
+VAE = SocketType("VAE", torch.nn.Module, "#ef5350", description="Encoder/decoder between images and latents.")
+TEXT_ENCODER = SocketType("TEXT_ENCODER", None, "#ffd54f", description="Prompts to token features.")
+CLASSIFIER = SocketType("CLASSIFIER", torch.nn.Module, "#aed581", description="A noisy-time classifier p_t(y|x).")
+DATASET = SocketType("DATASET", None, "#4db6ac", description="Examples with labels or captions.")
+ATTENTION_CONTROL = SocketType("ATTENTION_CONTROL", None, "#ce93d8",
+                               description="An attention controller (store / edit attention maps).")
+
+ALL = (TENSOR, IMAGE, LATENT, TIME_GRID, CONDITIONING, PATH, VECTOR_FIELD, SIGMA_SCHEDULE, BACKBONE, MLP,
+       UNET, DIT, VAE, TEXT_ENCODER, CLASSIFIER, DATASET, ATTENTION_CONTROL)
