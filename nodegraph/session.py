@@ -235,7 +235,7 @@ class Session:
         unknown = [t for t in targets if t not in plan.nodes]
         if unknown:
             raise KeyError(f"requested outputs {unknown} are not nodes of this workflow")
-        listeners = [*self.subscribers, *([on_event] if on_event else [])]
+        listeners = [*self.subscribers, *([on_event] if on_event is not None else [])]
 
         def emit(event: Event) -> None:
             for listener in listeners:

@@ -87,6 +87,7 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
                 registry: Registry, problems: list[Problem]) -> PlanNode:
     values: dict[str, Any] = {}
     links: dict[str, tuple[str, str]] = {}
+    before = len(problems)
     for name, value in spec_inputs.items():
         spec = node_type.inputs.get(name)
         if spec is None:
@@ -122,8 +123,9 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
                 values[name] = spec.coerce(value)
             except InputValueError as err:
                 problems.append(Problem("bad_value", str(err), node_id, name))
+    reported = {p.input for p in problems[before:]}
     for name, spec in node_type.inputs.items():
-        if name not in values and name not in links:
+        if name not in values and name not in links and name not in reported:
             if spec.required:
                 problems.append(Problem("missing_input", f"required input of type {spec.socket.name} "
                                         "is neither set nor linked", node_id, name))

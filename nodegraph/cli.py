@@ -1,0 +1,256 @@
+"""The `nodegraph` command: run, validate, nodes, plugins, ui.
+
+Exit codes: 0 ok, 1 a node failed (or the run was cancelled), 2 invalid input (workflow, --set,
+device, arguments). User mistakes print a message on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from .events import Event
+from .plugins import PluginReport, load_registry
+from .registry import Registry
+from .session import NodeFailed, RunCancelled, Session
+from .validate import WorkflowInvalid, validate
+from .workflow import Workflow, WorkflowFormatError, parse_cli_value
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs: exit 2 with the message."""
+
+
+def _plugin_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("plugins")
+    group.add_argument("--plugins-dir", action="append", default=[], metavar="DIR",
+                       help="load plugins from this folder (repeatable; also $NODEGRAPH_PLUGINS)")
+    group.add_argument("--disable-plugin", action="append", default=[], metavar="NAME",
+                       help="do not load this plugin (repeatable)")
+    group.add_argument("--only-plugins", metavar="A,B", help="load only these plugins (built-ins always load)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    plugin_opts = _plugin_options()
+    parser = argparse.ArgumentParser(prog="nodegraph", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", parents=[plugin_opts], help="run a workflow headlessly")
+    run.add_argument("workflow")
+    run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                     help="override an input (JSON value, else a string); repeatable")
+    run.add_argument("--out", default="outputs", metavar="DIR", help="output folder (default: outputs)")
+    run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    run.add_argument("--outputs", metavar="ID,ID", help="run only what these nodes need")
+    run.add_argument("--events", choices=["text", "json", "none"], default="text",
+                     help="progress display on stderr (text), JSON lines on stdout (json), or none")
+    run.add_argument("--repeat", type=int, default=1, help="run N times in one session (cache reused)")
+    run.add_argument("--cache-mb", type=int, default=4096, help="output cache budget in MiB")
+
+    check = sub.add_parser("validate", parents=[plugin_opts], help="check a workflow, list every problem")
+    check.add_argument("workflow")
+    check.add_argument("--json", action="store_true", help="problems as JSON")
+
+    nodes = sub.add_parser("nodes", parents=[plugin_opts], help="list node types")
+    nodes.add_argument("--json", action="store_true", help="every node type with its schema, as JSON")
+
+    plugins = sub.add_parser("plugins", parents=[plugin_opts], help="list plugins and load failures")
+    plugins.add_argument("--json", action="store_true")
+
+    ui = sub.add_parser("ui", parents=[plugin_opts], help="start the browser editor")
+    ui.add_argument("workflow", nargs="?")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=7860)
+    return parser
+
+
+def _registry(args: argparse.Namespace) -> tuple[Registry, PluginReport]:
+    only = [p.strip() for p in args.only_plugins.split(",") if p.strip()] if args.only_plugins else None
+    return load_registry(args.plugins_dir, disabled=args.disable_plugin, only=only)
+
+
+def _report_plugin_failures(report: PluginReport, stream: TextIO) -> None:
+    for failure in report.failures:
+        print(f"warning: plugin {failure.name!r} ({failure.source}) was skipped: {failure.error}", file=stream)
+
+
+def _load_workflow(path: str, overrides: Sequence[str]) -> Workflow:
+    workflow = Workflow.load(path)
+    for item in overrides:
+        address, sep, raw = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set {item!r}: expected NODE.INPUT=VALUE")
+        try:
+            workflow.set(address.strip(), parse_cli_value(raw))
+        except KeyError as err:
+            raise UsageError(f"--set {item!r}: {err.args[0]}") from None
+    return workflow
+
+
+class TextProgress:
+    """Draws node progress on stderr: a line per node, a bar for steps inside long nodes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last_fraction = -1.0
+
+    def __call__(self, event: Event) -> None:
+        write = self.stream.write
+        if event.kind == "node_start":
+            write(f"  {event.node} ({event.type}) ...\n")
+            self._last_fraction = -1.0
+        elif event.kind == "node_cached":
+            write(f"  {event.node} ({event.type}) cached\n")
+        elif event.kind == "node_done":
+            write(f"  {event.node} done in {event.seconds:.2f}s\n")
+        elif event.kind == "progress" and event.total:
+            fraction = (event.step or 0) / event.total
+            extras = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in event.info.items() if isinstance(v, (int, float, str)))
+            bar = "#" * int(fraction * 30)
+            line = f"    [{bar:<30}] {event.step}/{event.total} {extras}"
+            if self.tty:
+                write("\r" + line + ("\n" if event.step == event.total else ""))
+            elif fraction >= self._last_fraction + 0.1 or event.step == event.total:
+                write(line + "\n")
+                self._last_fraction = fraction
+        self.stream.flush()
+
+
+def _describe(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        return f"tensor{tuple(shape)} {str(value.dtype).replace('torch.', '')}"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    registry, report = _registry(args)
+    _report_plugin_failures(report, sys.stderr)
+    workflow = _load_workflow(args.workflow, args.set)
+    session = Session(registry, device=args.device, cache_bytes=args.cache_mb << 20, output_dir=args.out)
+    plan = session.compile(workflow)
+    outputs = [o.strip() for o in args.outputs.split(",")] if args.outputs else None
+    if args.events == "json":
+        listener = lambda e: print(json.dumps(e.as_dict()), flush=True)  # noqa: E731
+    elif args.events == "text":
+        listener = TextProgress(sys.stderr)
+    else:
+        listener = None
+    print(f"running {args.workflow} on {session.device}", file=sys.stderr)
+    for attempt in range(max(1, args.repeat)):
+        result = session.run(plan, outputs=outputs, on_event=listener)
+        print(f"run {attempt + 1}: {len(result.ran)} ran, {len(result.cached)} cached, "
+              f"{result.seconds:.2f}s" + (f" (cached: {', '.join(result.cached)})" if result.cached else ""),
+              file=sys.stderr)
+    if args.events != "json":
+        for node_id, values in result.outputs.items():
+            for name, value in values.items():
+                print(f"{node_id}.{name} = {_describe(value)}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    registry, report = _registry(args)
+    _report_plugin_failures(report, sys.stderr)
+    workflow = _load_workflow(args.workflow, [])
+    problems = validate(workflow, registry)
+    if args.json:
+        print(json.dumps({"valid": not problems, "problems": [p.as_dict() for p in problems]}, indent=2))
+    elif problems:
+        print(WorkflowInvalid(problems), file=sys.stderr)
+    else:
+        print(f"{args.workflow}: valid ({len(workflow.nodes)} nodes)")
+    return EXIT_INVALID if problems else EXIT_OK
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    registry, report = _registry(args)
+    _report_plugin_failures(report, sys.stderr)
+    if args.json:
+        types = {name: {"color": t.color, "lineage": t.lineage(), "description": t.description}
+                 for name, t in registry.types.items()}
+        print(json.dumps({"types": types, "nodes": [t.schema() for t in registry.nodes.values()]}, indent=2))
+        return EXIT_OK
+    by_category: dict[str, list] = {}
+    for node_type in registry.nodes.values():
+        by_category.setdefault(node_type.category, []).append(node_type)
+    for category in sorted(by_category):
+        print(f"{category}:")
+        for node_type in sorted(by_category[category], key=lambda t: t.id):
+            ins = ", ".join(f"{n}: {s.socket.name}" for n, s in node_type.inputs.items())
+            outs = ", ".join(f"{n}: {s.socket.name}" for n, s in node_type.outputs.items())
+            print(f"  {node_type.id} v{node_type.version}  ({ins}) -> ({outs})")
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry, report = _registry(args)
+    if args.json:
+        print(json.dumps([p.as_dict() for p in report.plugins], indent=2))
+        return EXIT_OK
+    for plugin in report.plugins:
+        version = f" {plugin.version}" if plugin.version else ""
+        if plugin.ok:
+            print(f"{plugin.name}{version} [{plugin.source}]: {len(plugin.node_ids)} nodes")
+            for node_id in plugin.node_ids:
+                print(f"    {node_id}")
+        else:
+            print(f"{plugin.name}{version} [{plugin.source}]: FAILED: {plugin.error}")
+    return EXIT_OK
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ui.app import main as launch_ui
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: binding {args.host} exposes the editor (and your files) to the network", file=sys.stderr)
+    launch_ui(args.workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir)
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "plugins": cmd_plugins, "ui": cmd_ui}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        code = COMMANDS[args.command](args)
+    except (WorkflowFormatError, UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except WorkflowInvalid as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except ValueError as err:
+        if "device" not in str(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except NodeFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except RunCancelled as err:
+        print(f"cancelled: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if args.command == "run":
+        print(f"done in {time.perf_counter() - started:.2f}s", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Small nodes for engine tests. They count their calls so tests can see what really ran."""
+
+from collections import Counter
+from typing import Annotated, Literal, NamedTuple
+
+from pydantic import Field
+
+from nodegraph import ANY, FLOAT, INT, Context, FilePath, Lazy, node
+
+CALLS: Counter = Counter()
+
+
+@node("test/number", category="test")
+def number(value: Annotated[float, Field(ge=-1000, le=1000)] = 1.0) -> float:
+    """A constant."""
+    CALLS["test/number"] += 1
+    return value
+
+
+@node("test/add", category="test")
+def add(a: float, b: float = 0.0) -> float:
+    """a + b."""
+    CALLS["test/add"] += 1
+    return a + b
+
+
+@node("test/count", category="test")
+def count(n: Annotated[int, Field(ge=0, le=100)] = 3, mode: Literal["up", "down"] = "up") -> int:
+    """An integer."""
+    CALLS["test/count"] += 1
+    return n if mode == "up" else -n
+
+
+class Split(NamedTuple):
+    whole: INT
+    fraction: FLOAT
+
+
+@node("test/split", category="test")
+def split(value: float) -> Split:
+    """Integer and fractional part."""
+    CALLS["test/split"] += 1
+    return Split(int(value), value - int(value))
+
+
+@node("test/sink", category="test", output_node=True, outputs=("value",))
+def sink(value: ANY) -> ANY:
+    """Marks a value as a run output."""
+    CALLS["test/sink"] += 1
+    return value
+
+
+@node("test/record", category="test", side_effect=True, outputs=("value",))
+def record(value: ANY) -> ANY:
+    """A side effect: never cached."""
+    CALLS["test/record"] += 1
+    return value
+
+
+@node("test/fail", category="test")
+def fail(value: float, message: str = "boom") -> float:
+    """Always raises."""
+    raise RuntimeError(message)
+
+
+@node("test/read_file", category="test")
+def read_file(path: FilePath) -> str:
+    """Text of a file; its content is part of the cache key."""
+    CALLS["test/read_file"] += 1
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+@node("test/choose", category="test")
+def choose(condition: bool, yes: Lazy[ANY], no: Lazy[ANY]) -> ANY:
+    """Lazy switch."""
+    CALLS["test/choose"] += 1
+    return yes() if condition else no()
+
+
+@node("test/slow", category="test")
+def slow(ctx: Context, value: float, steps: int = 5, cancel_at: int = -1) -> float:
+    """Reports progress each step; cancels its own run at `cancel_at` (for tests)."""
+    CALLS["test/slow"] += 1
+    for step in range(1, steps + 1):
+        if step == cancel_at:
+            ctx.cancel_token.cancel()
+        ctx.progress(step, steps, value=value)
+    return value
+
+
+@node("test/bytes", category="test")
+def big_bytes(size: Annotated[int, Field(ge=0)] = 1000, tag: int = 0) -> ANY:
+    """A bytes object of `size` bytes (for cache-budget tests)."""
+    CALLS["test/bytes"] += 1
+    return bytes(size)
+
+
+@node("test/versioned", category="test", version=3,
+      migrations={1: lambda inputs: {**{k: v for k, v in inputs.items() if k != "old"}, "mid": inputs.get("old", 0)},
+                  2: lambda inputs: {**{k: v for k, v in inputs.items() if k != "mid"}, "new": inputs.get("mid", 0)}})
+def versioned(new: int = 0) -> int:
+    """Renamed its input twice: old (v1) -> mid (v2) -> new (v3)."""
+    return new
+
+
+@node("test/unmigratable", category="test", version=2)
+def unmigratable(value: int = 0) -> int:
+    """Version 2 without a migration from 1."""
+    return value

@@ -1,0 +1,174 @@
+import threading
+
+import pytest
+
+from nodegraph import NodeFailed, RunCancelled, Session
+
+from . import engine_nodes
+from .helpers import EventLog, link, wf
+
+
+def chain():
+    return wf({
+        "a": {"type": "test/number", "inputs": {"value": 1.0}},
+        "b": {"type": "test/number", "inputs": {"value": 10.0}},
+        "sum": {"type": "test/add", "inputs": {"a": link("a", "float"), "b": link("b", "float")}},
+        "double": {"type": "test/add", "inputs": {"a": link("sum", "float"), "b": link("sum", "float")}},
+        "out": {"type": "test/sink", "inputs": {"value": link("double", "float")}},
+        "other": {"type": "test/sink", "inputs": {"value": link("b", "float")}},
+    })
+
+
+def test_runs_in_topological_order_and_returns_outputs(registry):
+    log = EventLog()
+    result = Session(registry).run(chain(), on_event=log)
+    assert result["out"] == {"value": 22.0} and result.value("other") == 10.0
+    started = log.nodes("node_start")
+    assert started.index("sum") > max(started.index("a"), started.index("b"))
+    assert started.index("double") > started.index("sum")
+    assert log[0].kind == "run_start" and log[-1].kind == "run_done" and log[-1].status == "ok"
+    assert all(e.seconds is not None for e in log if e.kind == "node_done")
+
+
+def test_changing_one_widget_reruns_only_it_and_descendants(registry):
+    session = Session(registry)
+    w = chain()
+    session.run(w)
+    w.set("a.value", 2.0)
+    log = EventLog()
+    result = session.run(w, on_event=log)
+    assert sorted(log.nodes("node_start")) == ["a", "double", "out", "sum"]
+    assert set(result.cached) == {"b"} | {"other"} or set(result.cached) >= {"b"}
+    assert result["out"]["value"] == 24.0
+    # unchanged workflow: everything is served from the cache
+    log = EventLog()
+    session.run(w, on_event=log)
+    assert log.nodes("node_start") == [] and sorted(log.nodes("node_cached")) == ["other", "out"]
+
+
+def test_only_requested_outputs_run(registry):
+    log = EventLog()
+    result = Session(registry).run(chain(), outputs=["other"], on_event=log)
+    assert sorted(log.nodes("node_start")) == ["b", "other"]
+    assert list(result.outputs) == ["other"]
+
+
+def test_side_effect_nodes_always_run(registry):
+    session = Session(registry)
+    w = wf({"a": {"type": "test/number", "inputs": {}},
+            "rec": {"type": "test/record", "inputs": {"value": link("a", "float")}}})
+    first = engine_nodes.CALLS["test/record"]
+    session.run(w)
+    log = EventLog()
+    session.run(w, on_event=log)
+    assert engine_nodes.CALLS["test/record"] == first + 2
+    assert log.nodes("node_start") == ["rec"] and log.nodes("node_cached") == ["a"]
+
+
+def test_lru_eviction_under_byte_budget(registry):
+    session = Session(registry, cache_bytes=2500)
+    nodes = {f"b{i}": {"type": "test/bytes", "inputs": {"size": 1000, "tag": i}} for i in range(3)}
+    nodes.update({f"s{i}": {"type": "test/sink", "inputs": {"value": link(f"b{i}", "any")}} for i in range(3)})
+    session.run(wf(nodes), outputs=["b0", "b1", "b2"])
+    assert session.cache.total_bytes <= 2500 and session.cache.evictions >= 1
+    log = EventLog()
+    session.run(wf(nodes), outputs=["b2"], on_event=log)
+    assert log.nodes("node_cached") == ["b2"]  # most recent survives
+    log = EventLog()
+    session.run(wf(nodes), outputs=["b0"], on_event=log)
+    assert log.nodes("node_start") == ["b0"]  # oldest was evicted
+
+
+def test_file_fingerprint_change_invalidates(registry, tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text("one")
+    w = wf({"r": {"type": "test/read_file", "inputs": {"path": str(path)}},
+            "out": {"type": "test/sink", "inputs": {"value": link("r", "string")}}})
+    session = Session(registry)
+    assert session.run(w)["out"]["value"] == "one"
+    assert session.run(w).ran == []
+    path.write_text("two")  # same size, possibly same mtime: content decides
+    assert session.run(w)["out"]["value"] == "two"
+
+
+def test_lazy_input_runs_only_the_taken_branch(registry):
+    w = wf({
+        "cond": {"type": "test/count", "inputs": {}},
+        "yes": {"type": "test/number", "inputs": {"value": 1.0}},
+        "no": {"type": "test/fail", "inputs": {"value": link("yes", "float")}},
+        "pick": {"type": "test/choose", "inputs": {"condition": True, "yes": link("yes", "float"),
+                                                   "no": link("no", "float")}},
+        "out": {"type": "test/sink", "inputs": {"value": link("pick", "any")}},
+    })
+    log = EventLog()
+    result = Session(registry).run(w, on_event=log)
+    assert result["out"]["value"] == 1.0
+    assert "no" not in log.nodes("node_start") and "cond" not in log.nodes("node_start")
+
+
+def test_failing_node_names_itself_and_keeps_earlier_cache(registry):
+    session = Session(registry)
+    w = wf({"a": {"type": "test/number", "inputs": {"value": 3.0}},
+            "bad": {"type": "test/fail", "inputs": {"value": link("a", "float"), "message": "kaput"}},
+            "out": {"type": "test/sink", "inputs": {"value": link("bad", "float")}}})
+    log = EventLog()
+    with pytest.raises(NodeFailed) as info:
+        session.run(w, on_event=log)
+    assert info.value.node_id == "bad" and "test/fail" in str(info.value) and "kaput" in str(info.value)
+    assert log.nodes("node_error") == ["bad"] and log[-1].status == "failed"
+    w.set("out.value", {"from": "a", "output": "float"})
+    log = EventLog()
+    assert session.run(w, on_event=log)["out"]["value"] == 3.0
+    assert log.nodes("node_cached") == ["a"]
+
+
+def test_cancellation_inside_a_node_keeps_session_usable(registry):
+    session = Session(registry)
+    w = wf({"a": {"type": "test/number", "inputs": {"value": 5.0}},
+            "slow": {"type": "test/slow", "inputs": {"value": link("a", "float"), "steps": 10, "cancel_at": 4}},
+            "out": {"type": "test/sink", "inputs": {"value": link("slow", "float")}}})
+    log = EventLog()
+    with pytest.raises(RunCancelled):
+        session.run(w, on_event=log)
+    assert [e.step for e in log if e.kind == "progress"] == [1, 2, 3]
+    assert log[-1].status == "cancelled"
+    w.set("slow.cancel_at", -1)
+    log = EventLog()
+    assert session.run(w, on_event=log)["out"]["value"] == 5.0
+    assert log.nodes("node_cached") == ["a"]
+
+
+def test_cancel_from_another_thread_between_nodes(registry):
+    session = Session(registry)
+    nodes = {"n0": {"type": "test/number", "inputs": {}}}
+    for i in range(1, 200):
+        nodes[f"n{i}"] = {"type": "test/slow", "inputs": {"value": link(f"n{i - 1}", "float"), "steps": 50}}
+    started = threading.Event()
+
+    def on_event(event):
+        if event.kind == "node_done" and event.node == "n3":
+            started.set()
+            session.cancel()
+
+    with pytest.raises(RunCancelled):
+        session.run(wf(nodes), outputs=["n199"], on_event=on_event)
+    assert started.is_set()
+
+
+def test_link_fed_widget_is_validated_at_run_time(registry):
+    w = wf({"a": {"type": "test/count", "inputs": {"n": 100}},
+            "m": {"type": "test/add", "inputs": {"a": link("a", "int")}},
+            "c": {"type": "test/count", "inputs": {"n": link("a", "int")}}})
+    assert Session(registry).run(w, outputs=["c"])["c"]["int"] == 100
+    w.set("a.mode", "down")
+    with pytest.raises(NodeFailed, match="input 'n' from a.int: Input should be greater than or equal to 0"):
+        Session(registry).run(w, outputs=["c"])
+
+
+def test_context_generator_is_deterministic_per_key(builtin_registry):
+    w = wf({"noise": {"type": "core/random_tensor", "inputs": {"shape": [4], "seed": 3}}})
+    first = Session(builtin_registry).run(w, outputs=["noise"])["noise"]["tensor"]
+    second = Session(builtin_registry).run(w, outputs=["noise"])["noise"]["tensor"]
+    assert first.equal(second)
+    w.set("noise.seed", 4)
+    assert not Session(builtin_registry).run(w, outputs=["noise"])["noise"]["tensor"].equal(first)
