@@ -180,6 +180,11 @@ class _Run:
         except Exception as err:  # noqa: BLE001 - every node failure is reported the same way
             raise NodeFailed(node_id, node_type.id, err, _hint(err)) from err
         seconds = time.perf_counter() - started
+        if self.session.check_finite:
+            for name, value in outputs.items():
+                if _has_non_finite(value):
+                    raise NodeFailed(node_id, node_type.id, f"output {name!r} contains NaN or infinite values",
+                                     " (hint: a scale or step size may be too large)")
         self.values[node_id] = outputs
         self.ran.append(node_id)
         self.node_seconds[node_id] = seconds
@@ -193,6 +198,15 @@ class _Run:
         return report
 
 
+def _has_non_finite(value: Any) -> bool:
+    """True for a floating-point torch tensor holding NaN or inf (one reduction; no torch import otherwise)."""
+    if type(value).__name__ not in ("Tensor", "Parameter") or not getattr(value, "is_floating_point", None):
+        return False
+    if not value.is_floating_point() or value.numel() == 0:
+        return False
+    return not bool(value.isfinite().all())
+
+
 def _hint(err: BaseException) -> str:
     if type(err).__name__ == "OutOfMemoryError":
         return " (hint: out of device memory; lower the batch size or resolution, or run with --device cpu)"
@@ -203,7 +217,8 @@ class Session:
     """Runs workflows; keeps the output cache, the device choice and a cancel switch between runs."""
 
     def __init__(self, registry: Registry | None = None, *, device: str | None = None, dtype: str = "float32",
-                 cache_bytes: int = 4 << 30, output_dir: str | os.PathLike = "outputs") -> None:
+                 cache_bytes: int = 4 << 30, output_dir: str | os.PathLike = "outputs",
+                 check_finite: bool = True) -> None:
         if registry is None:
             from .plugins import default_registry
 
@@ -212,6 +227,7 @@ class Session:
         self.device = resolve_device(device)
         self.dtype = dtype
         self.output_dir = Path(output_dir)
+        self.check_finite = check_finite
         self.cache = LRUCache(cache_bytes)
         self.subscribers: list[Subscriber] = []
         self._token = CancelToken()

@@ -108,3 +108,9 @@ def versioned(new: int = 0) -> int:
 def unmigratable(value: int = 0) -> int:
     """Version 2 without a migration from 1."""
     return value
+
+
+@node("test/scale", category="test", outputs=("tensor",))
+def scale(tensor: ANY, factor: float = 1.0) -> ANY:
+    """tensor * factor (overflows to inf for huge factors)."""
+    return tensor * factor

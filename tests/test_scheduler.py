@@ -172,3 +172,25 @@ def test_context_generator_is_deterministic_per_key(builtin_registry):
     assert first.equal(second)
     w.set("noise.seed", 4)
     assert not Session(builtin_registry).run(w, outputs=["noise"])["noise"]["tensor"].equal(first)
+
+
+def test_nan_output_is_reported_with_the_node(builtin_registry, registry):
+    for name, socket in builtin_registry.types.items():
+        if name not in registry.types:
+            registry.add_type(socket)
+    registry.add_node(builtin_registry.get("core/random_tensor"))
+    w = wf({"noise": {"type": "core/random_tensor", "inputs": {"shape": [2, 3]}},
+            "scaled": {"type": "test/scale", "inputs": {"tensor": link("noise", "tensor"), "factor": 1e30}},
+            "again": {"type": "test/scale", "inputs": {"tensor": link("scaled", "tensor"), "factor": 1e30}}})
+    session = Session(registry)
+    with pytest.raises(NodeFailed, match=r"node 'again' \(test/scale\) failed: output 'tensor' contains NaN"):
+        session.run(w, outputs=["again"])
+    assert session.run(w, outputs=["scaled"]).cached == ["scaled"]
+
+
+def test_engine_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, nodegraph, nodegraph.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
