@@ -5,7 +5,7 @@ compatible within a plugin API version (`API_VERSION`).
 """
 
 from .cache import LRUCache
-from .context import CancelToken, Cancelled, Context
+from .context import Cancelled, CancelToken, Context
 from .events import Event
 from .hooks import hookimpl
 from .node import FilePath, Lazy, NodeType, Widget, node

@@ -21,7 +21,7 @@ def size_of(value: Any, _seen: set[int] | None = None) -> int:
         return int(custom())
     if hasattr(value, "element_size") and hasattr(value, "numel"):  # torch.Tensor
         return int(value.element_size() * value.numel())
-    if hasattr(value, "nbytes") and isinstance(getattr(value, "nbytes"), int):  # numpy arrays
+    if hasattr(value, "nbytes") and isinstance(value.nbytes, int):  # numpy arrays
         return int(value.nbytes)
     if hasattr(value, "parameters") and hasattr(value, "buffers") and callable(value.parameters):
         return sum(size_of(t, seen) for t in (*value.parameters(), *value.buffers()))

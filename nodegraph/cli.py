@@ -7,6 +7,7 @@ device, arguments). User mistakes print a message on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--events", choices=["text", "json", "none"], default="text",
                      help="progress display on stderr (text), JSON lines on stdout (json), or none")
     run.add_argument("--repeat", type=int, default=1, help="run N times in one session (cache reused)")
+    run.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
+                     help="run once per value (several --sweep: every combination), one cache for all")
     run.add_argument("--cache-mb", type=int, default=4096, help="output cache budget in MiB")
 
     check = sub.add_parser("validate", parents=[plugin_opts], help="check a workflow, list every problem")
@@ -148,9 +151,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         listener = None
     print(f"running {args.workflow} on {session.device}", file=sys.stderr)
-    for attempt in range(max(1, args.repeat)):
-        result = session.run(plan, outputs=outputs, on_event=listener)
-        print(f"run {attempt + 1}: {len(result.ran)} ran, {len(result.cached)} cached, "
+    runs = [(f"run {i + 1}", plan) for i in range(max(1, args.repeat))]
+    if args.sweep:
+        runs = [(label, session.compile(variant)) for label, variant in _sweep_variants(workflow, args.sweep)]
+    for label, current in runs:
+        result = session.run(current, outputs=outputs, on_event=listener)
+        print(f"{label}: {len(result.ran)} ran, {len(result.cached)} cached, "
               f"{result.seconds:.2f}s" + (f" (cached: {', '.join(result.cached)})" if result.cached else ""),
               file=sys.stderr)
     if args.events != "json":
@@ -158,6 +164,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             for name, value in values.items():
                 print(f"{node_id}.{name} = {_describe(value)}")
     return EXIT_OK
+
+
+def _sweep_variants(workflow: Workflow, sweeps: Sequence[str]) -> list[tuple[str, Workflow]]:
+    """Every combination of the swept values, as labelled copies of the workflow."""
+    axes = []
+    for item in sweeps:
+        address, sep, raw = item.partition("=")
+        if not sep or not raw:
+            raise UsageError(f"--sweep {item!r}: expected NODE.INPUT=V1,V2,...")
+        values = parse_cli_value(f"[{raw}]") if not raw.startswith("[") else parse_cli_value(raw)
+        if not isinstance(values, list):
+            values = [parse_cli_value(v) for v in raw.split(",")]
+        axes.append((address.strip(), values))
+    variants = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        variant = workflow.copy_deep()
+        for (address, _), value in zip(axes, combo, strict=True):
+            try:
+                variant.set(address, value)
+            except KeyError as err:
+                raise UsageError(f"--sweep {address}: {err.args[0]}") from None
+        variants.append((" ".join(f"{a}={v}" for (a, _), v in zip(axes, combo, strict=True)), variant))
+    return variants
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

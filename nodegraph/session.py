@@ -10,8 +10,8 @@ resolved the same way, on demand, when the node calls them.
 from __future__ import annotations
 
 import hashlib
-import os
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import MISSING, LRUCache
-from .context import CancelToken, Cancelled, Context
+from .context import Cancelled, CancelToken, Context
 from .events import Event, Subscriber
 from .fingerprint import fingerprint
 from .node import InputValueError

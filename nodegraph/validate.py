@@ -106,8 +106,9 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
                 continue  # reported as unknown_type on the source node
             out = source_type.outputs.get(value.output)
             if out is None:
+                outputs = list(source_type.outputs)
                 problems.append(Problem("dangling_link", f"node {value.source!r} ({source.type}) has no output "
-                                        f"{value.output!r}; its outputs are {list(source_type.outputs)}", node_id, name))
+                                        f"{value.output!r}; its outputs are {outputs}", node_id, name))
                 continue
             if not can_connect(out.socket, spec.socket):
                 problems.append(Problem("type_mismatch", f"{value.source}.{value.output} is "
@@ -166,14 +167,13 @@ def check(workflow: Workflow, registry: Registry) -> tuple[list[Problem], dict[s
     graph = nx.DiGraph()
     graph.add_nodes_from(workflow.nodes)
     for node_id, spec in workflow.nodes.items():
-        for name, value in spec.inputs.items():
+        for _name, value in spec.inputs.items():
             if isinstance(value, Link) and value.source in workflow.nodes:
                 graph.add_edge(value.source, node_id)
         node_type = registry.nodes.get(spec.type)
         if node_type is None:
-            problems.append(Problem("unknown_type", f"unknown node type {spec.type!r}"
-                                    f"{_suggest(spec.type, list(registry.nodes))}{_namespace_hint(spec.type, registry)}",
-                                    node_id))
+            hint = _suggest(spec.type, list(registry.nodes)) + _namespace_hint(spec.type, registry)
+            problems.append(Problem("unknown_type", f"unknown node type {spec.type!r}{hint}", node_id))
             continue
         inputs = _migrated_inputs(node_id, spec.version, node_type, spec.inputs, problems)
         if inputs is None:

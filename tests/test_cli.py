@@ -89,3 +89,12 @@ def test_nodes_and_plugins_listing():
 def test_unknown_device_is_a_usage_error(demo):
     proc = cli("run", demo, "--device", "tpu9")
     assert proc.returncode == 2 and "device" in proc.stderr
+
+
+def test_sweep_runs_every_value_in_one_cache(demo, tmp_path):
+    proc = cli("run", demo, "--out", str(tmp_path), "--sweep", "seed.seed=1,2", "--sweep", "grid.columns=1,2")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(tmp_path.glob("*.png"))) == 4
+    assert "seed.seed=1 grid.columns=2: 2 ran, 1 cached" in proc.stderr  # only grid + save re-ran
+    proc = cli("run", demo, "--sweep", "seed.seed")
+    assert proc.returncode == 2 and "expected NODE.INPUT=V1,V2" in proc.stderr
