@@ -1,0 +1,140 @@
+"""The prompt-to-prompt field: source and target generated in one batch, target attention edited.
+
+x holds [source samples; target samples] (2n rows, usually the same noise twice). One forward
+pass evaluates [source cond, target cond, null, null] (the null rows only when guidance w != 1);
+the controller edits the target's conditional rows; CFG then combines as usual.
+
+Local blend keeps everything outside the chosen words' attention on the source trajectory: for
+t >= start, outside the mask the target velocity becomes u_src + (x_src - x_tgt) / (1 - t), which
+closes the gap x_tgt - x_src linearly by t = 1 (d/dt D = -D / (1 - t) gives D(1) = 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nodes.conditioning import Condition
+from nodes.fields import ModelField, VectorField
+from nodes.models.attention import attention_processor
+
+from .alignment import refine_mapping, word_swap_mapping
+from .controller import EditController, EditPlan, blend_mask
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """A tokenized prompt: ids, word index per token (None for special tokens), words' texts."""
+
+    ids: list[int]
+    word_ids: list[int | None]
+    words: list[str]
+
+    def positions(self, wanted: set[str]) -> list[int]:
+        """Token positions of the words in `wanted` (lower case, punctuation ignored)."""
+        return [p for p, w in enumerate(self.word_ids) if w is not None and self.words[w] in wanted]
+
+
+def tokenize(tokenizer, prompt: str, length: int) -> PromptTokens:
+    encoding = tokenizer(prompt, padding="max_length", truncation=True, max_length=length)
+    word_ids = [w for w in encoding.word_ids()]
+    words: list[str] = []
+    for word in range(max((w for w in word_ids if w is not None), default=-1) + 1):
+        span = encoding.word_to_chars(word)
+        words.append(prompt[span.start:span.end].lower() if span is not None else "")
+    return PromptTokens(list(encoding["input_ids"]), word_ids, words)
+
+
+def parse_words(text: str) -> set[str]:
+    return {w.strip().lower() for w in text.replace(",", " ").split() if w.strip()}
+
+
+def build_plan(source: PromptTokens, target: PromptTokens, kind: str, cross_steps: float, self_steps: float,
+               self_max_tokens: int, word_windows: dict[str, float], reweight: dict[str, float]) -> EditPlan:
+    """Token mapping, per-token windows and weights for one source/target pair."""
+    length = len(target.ids)
+    if kind == "replace":
+        mapping = word_swap_mapping(source.word_ids, target.word_ids, length, length)
+        alpha = torch.ones(length)
+    else:
+        mapping, alpha = refine_mapping(source.ids, target.ids, length, length)
+    windows = torch.full((length,), float(cross_steps))
+    for word, fraction in word_windows.items():
+        windows[target.positions({word.lower()})] = float(fraction)
+    weights = None
+    if reweight:
+        weights = torch.ones(length)
+        for word, factor in reweight.items():
+            weights[target.positions({word})] = float(factor)
+    return EditPlan(mapping, alpha, windows, float(self_steps), int(self_max_tokens), weights)
+
+
+@dataclass
+class LocalBlend:
+    source_positions: list[int]
+    target_positions: list[int]
+    start: float = 0.2
+    threshold: float = 0.3
+
+
+class PromptToPromptField(VectorField):
+    """u for x = [source; target] with the target's attention edited by `plan` (see module doc)."""
+
+    def __init__(self, field: ModelField, source: Condition, target: Condition, null: Condition, scale: float,
+                 plan: EditPlan | None, blend: LocalBlend | None = None) -> None:
+        if not isinstance(field, ModelField):
+            raise TypeError("prompt-to-prompt needs a model field (core/model_field) straight from a backbone, "
+                            f"not a {type(field).__name__}")
+        self.field = field
+        self.backbone = field.backbone
+        self.conds = (source, target)
+        self.null = null
+        self.scale = float(scale)
+        self.plan = plan
+        self.blend = blend
+        self.path = field.path
+        self.clip = field.clip
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        if x.shape[0] % 2:
+            raise ValueError(f"x must hold source and target samples (an even batch), got {x.shape[0]}")
+        n = x.shape[0] // 2
+        t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t
+        now = float(t[0])
+        parts = [c.expand(n).to(x.device) for c in self.conds]
+        xs, ts = x, t
+        if self.scale != 1.0:
+            parts.append(self.null.expand(2 * n).to(x.device))
+            xs, ts = torch.cat([x, x]), torch.cat([t, t])
+        blending = self.blend is not None and now >= self.blend.start
+        controller = EditController(self.plan, n, now, store_rows=2 * n if blending else 0)
+        with attention_processor(self.backbone, controller):
+            out = self.field(xs, ts, Condition.cat(parts))
+        if self.scale != 1.0:
+            out = out[2 * n:] + self.scale * (out[:2 * n] - out[2 * n:])
+        if blending:
+            assert self.blend is not None
+            mask = blend_mask(controller.maps, n, self.blend.source_positions, self.blend.target_positions,
+                              tuple(x.shape[-2:]), self.blend.threshold)
+            x_src, x_tgt = x[:n], x[n:]
+            u_src, u_tgt = out[:n], out[n:]
+            pull = u_src + (x_src - x_tgt) / max(1.0 - now, 1e-3)
+            out = torch.cat([u_src, mask * u_tgt + (1 - mask) * pull])
+        return out
+
+
+def guided_with_maps(field: ModelField, x: torch.Tensor, t: torch.Tensor, cond: Condition, null: Condition,
+                     scale: float) -> tuple[torch.Tensor, list]:
+    """One CFG evaluation of `field` that also returns the cross-attention maps of the conditional rows."""
+    n = x.shape[0]
+    parts, xs, ts = [cond.expand(n).to(x.device)], x, t
+    if scale != 1.0:
+        parts.append(null.expand(n).to(x.device))
+        xs, ts = torch.cat([x, x]), torch.cat([t, t])
+    controller = EditController(None, 0, float(t.reshape(-1)[0]), store_rows=n)
+    with attention_processor(field.backbone, controller):
+        out = field(xs, ts, Condition.cat(parts))
+    if scale != 1.0:
+        out = out[n:] + scale * (out[:n] - out[n:])
+    return out, controller.maps
