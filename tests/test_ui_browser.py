@@ -1,0 +1,234 @@
+"""Drive the editor in headless Chromium (Debian's /usr/bin/chromium; never a downloaded browser).
+
+Builds seed -> random_tensor -> to_image -> preview_image from an empty canvas through the UI,
+runs it, checks the image, a refused connection, undo/redo, deletion, caching on re-run, and the
+marking of an invalid workflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from nodegraph import Session
+from nodegraph.plugins import load_registry
+
+from .test_ui_api import slow_graph, slow_images
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    from ui.app import build_app, create_server
+    from ui.serve import BackgroundServer
+
+    folder = tmp_path_factory.mktemp("workflows")
+    broken = {"nodes": {
+        "noise": {"type": "core/random_tensor", "inputs": {"shape": [1, 3, 8, 8]}},
+        "image": {"type": "core/to_image",
+                  "inputs": {"mode": "sideways", "tensor": {"from": "noise", "output": "tensor"}}},
+        "mystery": {"type": "core/no_such_node", "inputs": {}},
+    }}
+    (folder / "broken.json").write_text(json.dumps(broken))
+    default = Path(__file__).resolve().parent.parent / "workflows" / "default.json"
+    if default.exists():
+        (folder / "default.json").write_text(default.read_text())
+    registry, _ = load_registry(entry_points=False)
+    registry.current_plugin = "tests"
+    registry.add_node(slow_images)
+    registry.current_plugin = "core"
+    session = Session(registry, device="cpu", output_dir=tmp_path_factory.mktemp("out"))
+    running = BackgroundServer(create_server(build_app(session, workflows_dir=folder))).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1500, "height": 950})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(server.url + "/")
+    page.wait_for_selector("#ng-root[data-ready=true]", timeout=30_000)
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def add_node(page, query: str, x: float, y: float) -> str:
+    """Double-click the canvas, search, press Enter; returns the new node's id."""
+    before = set(page.eval_on_selector_all(".ng-node", "els => els.map(e => e.dataset.id)"))
+    page.mouse.dblclick(x, y)
+    page.fill(".ng-palette-search", query)
+    page.press(".ng-palette-search", "Enter")
+    after = set(page.eval_on_selector_all(".ng-node", "els => els.map(e => e.dataset.id)"))
+    (new,) = after - before
+    return new
+
+
+def centre(page, selector: str) -> tuple[float, float]:
+    box = page.locator(selector).bounding_box()
+    assert box is not None, selector
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def connect(page, src: str, output: str, dst: str, input_name: str) -> None:
+    page.mouse.move(*centre(page, f'.ng-node[data-id="{src}"] .ng-socket[data-kind="out"][data-name="{output}"]'))
+    page.mouse.down()
+    target = centre(page, f'.ng-node[data-id="{dst}"] .ng-in[data-input="{input_name}"] .ng-socket')
+    page.mouse.move(target[0] - 30, target[1] - 10, steps=5)
+    page.mouse.move(*target, steps=3)
+    page.mouse.up()
+
+
+def workflow(page) -> dict:
+    return page.evaluate("NG.app.graph.toJSON()")
+
+
+def test_build_run_and_rerun_from_an_empty_canvas(page, tmp_path):
+    canvas = page.locator(".ng-canvas").bounding_box()
+    left, top = canvas["x"], canvas["y"]
+    seed = add_node(page, "seed", left + 30, top + 60)
+    noise = add_node(page, "random tensor", left + 300, top + 60)
+    image = add_node(page, "tensor to image", left + 580, top + 60)
+    show = add_node(page, "preview", left + 580, top + 300)
+    assert (seed, noise, image, show) == ("seed", "random_tensor", "to_image", "preview_image")
+    assert page.get_attribute('.ng-node[data-id="seed"] .ng-header', "title").startswith("core/seed\n\nA random seed")
+
+    connect(page, seed, "int", noise, "seed")
+    connect(page, noise, "tensor", show, "images")  # TENSOR into an IMAGE input: refused, with the reason
+    toast = page.locator(".ng-toast.ng-show")
+    toast.wait_for()
+    assert "Refused" in toast.inner_text() and "TENSOR" in toast.inner_text() and "IMAGE" in toast.inner_text()
+    assert "images" not in workflow(page)["nodes"][show]["inputs"]
+    connect(page, noise, "tensor", image, "tensor")
+    connect(page, image, "image", show, "images")
+    links = workflow(page)["nodes"]
+    assert links[noise]["inputs"]["seed"] == {"from": "seed", "output": "int"}
+    assert links[show]["inputs"]["images"] == {"from": "to_image", "output": "image"}
+    assert page.locator(f'.ng-node[data-id="{noise}"] .ng-in[data-input="seed"] .ng-widget').count() == 0  # socket now
+
+    shape = page.locator(f'.ng-node[data-id="{noise}"] .ng-in[data-input="shape"] input')
+    shape.fill("[2, 3, 16, 16]")
+    shape.press("Enter")
+    page.select_option(f'.ng-node[data-id="{image}"] .ng-in[data-input="mode"] select', "minmax")
+    data = workflow(page)
+    assert data["nodes"][noise]["inputs"]["shape"] == [2, 3, 16, 16]
+    assert data["nodes"][image]["inputs"]["mode"] == "minmax"
+    assert set(data["ui"]["positions"]) == {seed, noise, image, show}
+
+    page.click("button.ng-run")
+    images = page.locator(f'.ng-node[data-id="{show}"] img.ng-output-image')
+    images.first.wait_for(timeout=30_000)
+    assert images.count() == 2
+    assert images.first.evaluate("img => img.complete && img.naturalWidth") == 16
+    assert page.locator(".ng-gallery img").count() == 2
+    page.screenshot(path=str(tmp_path / "editor.png"))
+    if os.environ.get("NODEGRAPH_UI_SCREENSHOT"):
+        page.screenshot(path=os.environ["NODEGRAPH_UI_SCREENSHOT"])
+
+    page.select_option(f'.ng-node[data-id="{image}"] .ng-in[data-input="mode"] select', "clamp")
+    page.click("button.ng-run")
+    page.wait_for_function("document.querySelector('.ng-side .ng-run-status').textContent.includes(', cached 1')",
+                           timeout=30_000)
+    assert page.locator(".ng-node.ng-cached").evaluate_all("els => els.map(e => e.dataset.id)") == [noise]
+    assert "ran 2" in page.inner_text(".ng-side .ng-run-status")
+
+
+def test_undo_redo_delete_and_multiselect_move(page):
+    canvas = page.locator(".ng-canvas").bounding_box()
+    a = add_node(page, "integer", canvas["x"] + 40, canvas["y"] + 40)
+    b = add_node(page, "float", canvas["x"] + 40, canvas["y"] + 260)
+    page.click(".ng-canvas", position={"x": 700, "y": 600})
+    page.keyboard.press("Control+z")
+    assert page.locator(f'.ng-node[data-id="{b}"]').count() == 0
+    page.keyboard.press("Control+Shift+z")
+    assert page.locator(f'.ng-node[data-id="{b}"]').count() == 1
+
+    before = workflow(page)["ui"]["positions"]
+    page.keyboard.press("Control+a")
+    x, y = centre(page, f'.ng-node[data-id="{a}"] .ng-title')
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 100, y + 50, steps=5)
+    page.mouse.up()
+    after = workflow(page)["ui"]["positions"]
+    for node_id in (a, b):
+        assert after[node_id][0] - before[node_id][0] == pytest.approx(100, abs=2)
+        assert after[node_id][1] - before[node_id][1] == pytest.approx(50, abs=2)
+
+    page.click(f'.ng-node[data-id="{a}"] .ng-title')
+    page.keyboard.press("Delete")
+    assert list(workflow(page)["nodes"]) == [b]
+    page.keyboard.press("Control+z")
+    assert sorted(workflow(page)["nodes"]) == sorted([a, b])
+
+
+def test_opened_workflow_with_errors_marks_nodes_and_inputs(page):
+    page.select_option("select.ng-open", "broken.json")
+    page.wait_for_selector('.ng-node[data-id="image"].ng-invalid', timeout=10_000)
+    row = page.locator('.ng-node[data-id="image"] .ng-in[data-input="mode"]')
+    assert "ng-row-invalid" in row.get_attribute("class")
+    assert "sideways" in row.inner_text()
+    mystery = page.locator('.ng-node[data-id="mystery"]')
+    assert "ng-invalid" in mystery.get_attribute("class") and "unknown node type" in mystery.inner_text()
+    page.click("button.ng-run")
+    page.wait_for_selector(".ng-run-status.ng-error")
+    assert "not run" in page.inner_text(".ng-side .ng-run-status")
+    assert page.locator(".ng-output-image").count() == 0
+
+
+def test_uploaded_long_run_shows_progress_preview_and_cancels(page, tmp_path):
+    upload = tmp_path / "slow.json"
+    upload.write_text(json.dumps(slow_graph(2000)))
+    page.set_input_files("input.ng-upload-input", str(upload))
+    page.wait_for_selector('.ng-node[data-id="show"]')
+    page.click("button.ng-run")
+    page.wait_for_selector('.ng-node[data-id="slow"].ng-running .ng-progress.ng-show', timeout=20_000)
+    page.wait_for_selector("img.ng-preview.ng-show")
+    page.wait_for_function("document.querySelector('.ng-progress-bar').style.width !== '0%'")
+    assert "step" in page.inner_text(".ng-side .ng-run-status")
+    page.click("button.ng-cancel")
+    page.wait_for_function("document.querySelector('.ng-side .ng-run-status').textContent.includes('cancelled')",
+                           timeout=20_000)
+    assert page.locator(".ng-output-image").count() == 0
+
+
+def test_default_workflow_opens_valid_with_every_link_drawn(page, server):
+    names = page.eval_on_selector_all("select.ng-open option", "els => els.map(e => e.value)")
+    if "default.json" not in names:
+        pytest.skip("workflows/default.json is not there yet")
+    page.select_option("select.ng-open", "default.json")
+    page.wait_for_selector(".ng-side .ng-run-status.ng-ok, .ng-side .ng-run-status.ng-error")
+    data = workflow(page)
+    assert page.locator(".ng-node").count() == len(data["nodes"])
+    assert page.locator(".ng-invalid").count() == 0, page.inner_text(".ng-problem-list")
+    links = sum(1 for n in data["nodes"].values() for v in n["inputs"].values() if isinstance(v, dict) and "from" in v)
+    assert page.locator("path.ng-link").count() == links
+    if os.environ.get("NODEGRAPH_UI_SCREENSHOT"):
+        page.screenshot(path=os.environ["NODEGRAPH_UI_SCREENSHOT"].replace(".png", "_default.png"))
+    with page.expect_download() as info:
+        page.click("text=Download")
+    saved = json.loads(Path(info.value.path()).read_text())
+    assert info.value.suggested_filename == "default.json"
+    assert saved == data and set(saved["ui"]["positions"]) == set(data["nodes"])
