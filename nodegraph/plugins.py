@@ -208,6 +208,11 @@ class PluginLoader:
                 # undo what a plugin registered before a later hook of it failed
                 for node_id in [n for n, t in registry.nodes.items() if t.plugin == name]:
                     del registry.nodes[node_id]
+                used = {s.socket.name for t in registry.nodes.values() for s in [*t.inputs.values(),
+                                                                                 *t.outputs.values()]}
+                for type_name in [t for t, src in registry.type_sources.items() if src == name and t not in used]:
+                    del registry.types[type_name]
+                    del registry.type_sources[type_name]
                 continue
             info.node_ids = sorted(n for n, t in registry.nodes.items() if t.plugin == name)
             info.type_names = sorted(t for t, src in registry.type_sources.items() if src == name)
