@@ -1,0 +1,213 @@
+"""Model checkpoints: safetensors weights + JSON metadata in the file header; never pickle.
+
+The metadata (key "nodegraph" of the safetensors header) names the architecture and its config,
+so loading rebuilds the module from the registry below and then fills in the weights:
+{"format": "nodegraph/model", "version": 1, "kind": "backbone" | "classifier", "arch": "unet",
+ "config": {...}, "prediction": "velocity", "conditioning": "class" | "text" | "none",
+ "training": {"path": {...}, "dataset": {...}, "steps": 2000, ...}}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from nodegraph import Context, FilePath, node
+
+from ..sockets import BACKBONE, CLASSIFIER
+from .classifier import NoisyClassifier
+from .dit import DiT
+from .mlp import MLPBackbone
+from .unet import UNet
+
+FORMAT = "nodegraph/model"
+VERSION = 1
+META_KEY = "nodegraph"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+
+ARCHITECTURES: dict[str, tuple[type[nn.Module], str]] = {}
+"""Architecture name -> (class, kind). A class is rebuilt as cls(**config)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded: not safetensors, no or bad metadata, weights not matching."""
+
+
+def register_architecture(cls: type[nn.Module], kind: str, name: str | None = None) -> None:
+    """Make `cls` loadable from checkpoints under `name` (default: cls.arch)."""
+    ARCHITECTURES[name or cls.arch] = (cls, kind)  # type: ignore[attr-defined]
+
+
+for _cls, _kind in ((UNet, "backbone"), (DiT, "backbone"), (MLPBackbone, "backbone"), (NoisyClassifier, "classifier")):
+    register_architecture(_cls, _kind)
+
+
+def conditioning_kind(model: nn.Module) -> str:
+    """'text' if the model cross-attends to tokens, 'class' if it embeds labels, else 'none'."""
+    config = getattr(model, "config", {})
+    if config.get("context_dim") or config.get("pooled_dim"):
+        return "text"
+    if config.get("num_classes") and getattr(model, "arch", "") != "classifier":
+        return "class"
+    return "none"
+
+
+def model_metadata(model: nn.Module) -> dict[str, Any]:
+    """The JSON metadata stored with `model`'s weights."""
+    arch = getattr(model, "arch", None)
+    if arch not in ARCHITECTURES or not isinstance(getattr(model, "config", None), dict):
+        raise TypeError(f"{type(model).__name__} is not a registered architecture with a config "
+                        f"(known: {sorted(ARCHITECTURES)})")
+    return {"format": FORMAT, "version": VERSION, "kind": ARCHITECTURES[arch][1], "arch": arch,
+            "config": model.config, "prediction": getattr(model, "prediction", None),
+            "conditioning": conditioning_kind(model), "training": getattr(model, "training_info", {})}
+
+
+def _check_path(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(f"{str(path)!r}: {path.suffix} files are pickles, which are never loaded; "
+                              "convert the weights to .safetensors")
+    if path.suffix.lower() != ".safetensors":
+        raise CheckpointError(f"{str(path)!r}: a checkpoint must be a .safetensors file")
+
+
+def save_model(model: nn.Module, path: str | Path) -> Path:
+    """Write weights + metadata atomically: a temporary file in the same folder, then os.replace."""
+    path = Path(path).expanduser()
+    _check_path(path)
+    meta = model_metadata(model)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(tensors, temp, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+        os.chmod(temp, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary readable file
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's metadata, validated (format, kind, known arch, config a dict)."""
+    from safetensors import safe_open
+
+    path = Path(path).expanduser()
+    _check_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {error}") from error
+    if META_KEY not in header:
+        raise CheckpointError(f"{str(path)!r} has no nodegraph metadata (was it saved by nodegraph?)")
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{str(path)!r}: metadata is not valid JSON: {error}") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r}: metadata format is not {FORMAT!r}")
+    if meta.get("arch") not in ARCHITECTURES:
+        raise CheckpointError(f"{str(path)!r}: unknown architecture {meta.get('arch')!r} "
+                              f"(known: {sorted(ARCHITECTURES)})")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{str(path)!r}: metadata has no config object")
+    return meta
+
+
+def load_model(path: str | Path, device: str = "cpu", kind: str | None = None) -> nn.Module:
+    """Rebuild the module named by the metadata, load its weights strictly, move to `device`, eval mode."""
+    meta = read_metadata(path)
+    cls, arch_kind = ARCHITECTURES[meta["arch"]]
+    if kind is not None and arch_kind != kind:
+        raise CheckpointError(f"{str(path)!r} holds a {arch_kind} ({meta['arch']}), not a {kind}")
+    try:
+        model = cls(**meta["config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{str(path)!r}: config does not build a {meta['arch']}: {error}") from error
+    tensors = load_file(str(path))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        details = "; ".join(f"{label}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+                            for label, names in (("missing", missing), ("unexpected", unexpected),
+                                                 ("wrong shape", wrong)) if names)
+        raise CheckpointError(f"{str(path)!r}: weights do not match the metadata's {meta['arch']} config ({details})")
+    model.load_state_dict(tensors, strict=True)
+    model.training_info = meta.get("training", {})  # type: ignore[assignment]
+    model.eval().requires_grad_(False)
+    return model.to(device)
+
+
+def bundled_path(name: str) -> Path:
+    """nodes/weights/<name>.safetensors, with a clear error when it has not been trained/shipped."""
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"bundled model {name!r} is missing ({path}); train it with the workflows in "
+                                "workflows/train_*.json")
+    return path
+
+
+BUNDLED_BACKBONES = Literal["digits_cfg_unet", "shapes_t2i"]
+BUNDLED_CLASSIFIERS = Literal["digits_noisy_classifier", "digits_clean_classifier"]
+
+
+def _output_path(ctx: Context, filename: str) -> Path:
+    path = Path(filename).expanduser()
+    return path if path.is_absolute() else Path(ctx.output_dir) / path
+
+
+@node("core/save_backbone", category="models", display_name="Save backbone", outputs=("path",),
+      side_effect=True, output_node=True)
+def save_backbone(ctx: Context, backbone: BACKBONE, filename: str = "backbone.safetensors") -> str:
+    """Write the backbone as .safetensors with its architecture, config and training facts as JSON metadata
+    (atomically; a relative filename lands in the run's output folder)."""
+    return str(save_model(backbone, _output_path(ctx, filename)))
+
+
+@node("core/save_classifier", category="models", display_name="Save classifier", outputs=("path",),
+      side_effect=True, output_node=True)
+def save_classifier(ctx: Context, classifier: CLASSIFIER, filename: str = "classifier.safetensors") -> str:
+    """Write the classifier as .safetensors + JSON metadata (atomically)."""
+    return str(save_model(classifier, _output_path(ctx, filename)))
+
+
+@node("core/load_backbone", category="models", display_name="Load backbone")
+def load_backbone(ctx: Context, file: FilePath) -> BACKBONE:
+    """Rebuild a backbone from a nodegraph .safetensors checkpoint (metadata names the architecture).
+    Pickle formats (.pt, .ckpt) are refused."""
+    return load_model(file, ctx.device, kind="backbone")
+
+
+@node("core/load_classifier", category="models", display_name="Load classifier")
+def load_classifier(ctx: Context, file: FilePath) -> CLASSIFIER:
+    """Rebuild a noisy classifier p_t(y|x) from a nodegraph .safetensors checkpoint."""
+    return load_model(file, ctx.device, kind="classifier")
+
+
+@node("core/bundled_backbone", category="models", display_name="Bundled backbone")
+def bundled_backbone(ctx: Context, name: BUNDLED_BACKBONES = "digits_cfg_unet") -> BACKBONE:
+    """A model shipped with nodegraph. digits_cfg_unet: 16x16 class-conditional digits U-Net, CondOT path,
+    velocity prediction, trained with label dropout (null label 10) for classifier-free guidance."""
+    return load_model(bundled_path(name), ctx.device, kind="backbone")
+
+
+@node("core/bundled_classifier", category="models", display_name="Bundled classifier")
+def bundled_classifier(ctx: Context, name: BUNDLED_CLASSIFIERS = "digits_noisy_classifier") -> CLASSIFIER:
+    """A classifier shipped with nodegraph. digits_noisy_classifier: p_t(y|x_t) on the CondOT path (for
+    classifier guidance); digits_clean_classifier: trained on clean digits (t = 1), to score samples."""
+    return load_model(bundled_path(name), ctx.device, kind="classifier")

@@ -1,0 +1,118 @@
+"""Conditional flow matching on a Gaussian path, with label dropout for classifier-free guidance.
+
+For data z, noise eps ~ N(0, I) and t ~ U(0, 1): x_t = alpha_t z + beta_t eps and the network is
+regressed onto the target of its prediction type: velocity alpha'_t z + beta'_t eps, epsilon eps,
+or x0 z. With probability eta a label is replaced by the null id, so one network learns both
+u(x|y) and u(x|null).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from nodegraph import Context, node
+
+from ..conditioning import Condition
+from ..models.checkpoint import save_model
+from ..sockets import BACKBONE, DATASET, PATH
+from .common import Optimisation, fit, trainable_copy
+
+ConditionFn = Callable[[torch.Tensor, torch.Tensor], Condition | None]
+"""condition_fn(indices (B,), dropped (B,) bool) -> the Condition for that batch (text models plug in here)."""
+
+
+def regression_target(prediction: str, path, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    """What a network of this prediction type should output at x_t."""
+    if prediction == "velocity":
+        return path.target_velocity(z, eps, t)
+    if prediction == "epsilon":
+        return eps
+    if prediction == "x0":
+        return z
+    raise ValueError(f"unknown prediction type {prediction!r}")
+
+
+def label_condition(labels: torch.Tensor | None, null_id: int | None) -> ConditionFn:
+    """Class labels with dropped rows set to the null id; None when the model or data has no labels."""
+    def make(indices: torch.Tensor, dropped: torch.Tensor) -> Condition | None:
+        if labels is None or null_id is None:
+            return None
+        return Condition(labels=torch.where(dropped, torch.full_like(indices, null_id), labels[indices]))
+    return make
+
+
+def flow_matching_loss_fn(path, images: torch.Tensor, condition_fn: ConditionFn, batch_size: int,  # noqa: ANN001
+                          label_dropout: float, generator: torch.Generator) -> Callable[[nn.Module, int], torch.Tensor]:
+    """loss(model) = mean || f(x_t, t, c) - target ||^2 over a batch drawn with `generator`."""
+    def loss(model: nn.Module, step: int) -> torch.Tensor:
+        device = images.device
+        indices = torch.randint(0, images.shape[0], (batch_size,), generator=generator, device=device)
+        z = images[indices]
+        eps = torch.randn(z.shape, generator=generator, device=device)
+        t = torch.rand(batch_size, generator=generator, device=device)
+        dropped = torch.rand(batch_size, generator=generator, device=device) < label_dropout
+        x_t = path.sample(z, eps, t)
+        target = regression_target(model.prediction, path, z, eps, t)
+        return (model(x_t, t, condition_fn(indices, dropped)) - target).pow(2).mean()
+    return loss
+
+
+def train_flow_matching_model(model: nn.Module, path, images: torch.Tensor, labels: torch.Tensor | None,  # noqa: ANN001
+                              opt: Optimisation, batch_size: int = 64, label_dropout: float = 0.1,
+                              generator: torch.Generator | None = None, progress=None,  # noqa: ANN001
+                              condition_fn: ConditionFn | None = None, checkpoint=None,  # noqa: ANN001
+                              checkpoint_every: int = 0) -> tuple[nn.Module, list[float]]:
+    """Train a copy of `model` (images (N, ...) on the device); return its EMA copy and the losses."""
+    trainee = trainable_copy(model).to(images.device)
+    generator = generator or torch.Generator(device=images.device).manual_seed(0)
+    condition_fn = condition_fn or label_condition(labels, getattr(model, "null_label", None))
+    loss = flow_matching_loss_fn(path, images, condition_fn, batch_size, label_dropout, generator)
+    return fit(trainee, loss, opt, progress, checkpoint, checkpoint_every)
+
+
+def _describe(dataset) -> dict[str, object]:  # noqa: ANN001
+    describe = getattr(dataset, "describe", None)
+    if callable(describe):
+        return describe()
+    return {"name": type(dataset).__name__, "size": int(dataset.images.shape[0])}
+
+
+@node("core/train_flow_matching", category="training", display_name="Train flow matching")
+def train_flow_matching(ctx: Context, backbone: BACKBONE, dataset: DATASET, path: PATH,
+                        steps: Annotated[int, Field(ge=1, le=1_000_000)] = 2000,
+                        batch_size: Annotated[int, Field(ge=1, le=4096)] = 64,
+                        lr: Annotated[float, Field(gt=0, le=1)] = 2e-3,
+                        label_dropout: Annotated[float, Field(ge=0, le=1)] = 0.1,
+                        ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999,
+                        grad_clip: Annotated[float, Field(ge=0)] = 1.0,
+                        weight_decay: Annotated[float, Field(ge=0)] = 0.0,
+                        seed: Annotated[int, Field(ge=0)] = 0,
+                        checkpoint_every: Annotated[int, Field(ge=0)] = 0,
+                        checkpoint_prefix: str = "flow_matching") -> BACKBONE:
+    """Conditional flow matching: minimise ||f(x_t, t, y) - target||^2 with x_t = alpha_t z + beta_t eps,
+    target alpha'_t z + beta'_t eps (velocity), eps or z, labels dropped to the null id with probability
+    label_dropout (for CFG). AdamW + cosine lr, gradient clipping, returns the EMA weights.
+    checkpoint_every > 0 also writes <prefix>_step<N>.safetensors into the output folder."""
+    images = dataset.images.to(ctx.device)
+    labels = getattr(dataset, "labels", None)
+    labels = None if labels is None else labels.to(ctx.device)
+    opt = Optimisation(steps=steps, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay,
+                       warmup=min(100, steps // 10))
+    info = {"objective": "flow_matching", "path": path.config(), "dataset": _describe(dataset), "steps": steps,
+            "batch_size": batch_size, "lr": lr, "label_dropout": label_dropout, "ema_decay": ema_decay, "seed": seed}
+
+    def checkpoint(step: int, ema: nn.Module) -> None:
+        ema.training_info = {**info, "steps": step}
+        save_model(ema, Path(ctx.output_dir) / f"{checkpoint_prefix}_step{step}.safetensors")
+
+    ema, losses = train_flow_matching_model(backbone, path, images, labels, opt, batch_size,
+                                            label_dropout, ctx.generator(seed), ctx.progress, None,
+                                            checkpoint, checkpoint_every)
+    ema.training_info = {**info, "final_loss": sum(losses[-50:]) / len(losses[-50:])}
+    return ema
