@@ -192,7 +192,10 @@ class _Run:
             self.session.cache.put(self.keys[node_id], outputs)
         self.emit(Event("node_done", self.run_id, node_id, node_type.id, seconds=seconds))
 
-    def _progress_reporter(self, node_id: str, type_id: str) -> Callable[[int, int, dict[str, Any]], None]:
+    def _progress_reporter(self, node_id: str, type_id: str) -> Callable[[int, int, dict[str, Any]], None] | None:
+        if self.emit is _ignore:  # nobody listens: a progress call is then only a cancellation check
+            return None
+
         def report(step: int, total: int, info: dict[str, Any]) -> None:
             self.emit(Event("progress", self.run_id, node_id, type_id, step=step, total=total, info=info))
         return report

@@ -28,8 +28,9 @@ VAE = SocketType("VAE", torch.nn.Module, "#ef5350", description="Encoder/decoder
 TEXT_ENCODER = SocketType("TEXT_ENCODER", None, "#ffd54f", description="Prompts to token features.")
 CLASSIFIER = SocketType("CLASSIFIER", torch.nn.Module, "#aed581", description="A noisy-time classifier p_t(y|x).")
 DATASET = SocketType("DATASET", None, "#4db6ac", description="Examples with labels or captions.")
+MIXTURE = SocketType("MIXTURE", None, "#26a69a", description="A Gaussian-mixture data distribution (toy).")
 ATTENTION_CONTROL = SocketType("ATTENTION_CONTROL", None, "#ce93d8",
                                description="An attention controller (store / edit attention maps).")
 
 ALL = (TENSOR, IMAGE, LATENT, TIME_GRID, CONDITIONING, PATH, VECTOR_FIELD, SIGMA_SCHEDULE, BACKBONE, MLP,
-       UNET, DIT, VAE, TEXT_ENCODER, CLASSIFIER, DATASET, ATTENTION_CONTROL)
+       UNET, DIT, VAE, TEXT_ENCODER, CLASSIFIER, DATASET, MIXTURE, ATTENTION_CONTROL)
