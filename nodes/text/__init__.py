@@ -1,0 +1,1 @@
+"""Text encoders: prompts to per-token features, a mask and a pooled vector (the CONDITIONING of text models)."""

