@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
                      help="run once per value (several --sweep: every combination), one cache for all")
     run.add_argument("--cache-mb", type=int, default=4096, help="output cache budget in MiB")
+    run.add_argument("--threads", type=int, metavar="N",
+                     help="CPU threads for torch (1 avoids oversubscription when other jobs share the cores)")
 
     check = sub.add_parser("validate", parents=[plugin_opts], help="check a workflow, list every problem")
     check.add_argument("workflow")
@@ -147,6 +149,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry, report = _registry(args)
     _report_plugin_failures(report, sys.stderr)
     workflow = _load_workflow(args.workflow, args.set)
+    if args.threads:
+        if args.threads < 1:
+            raise UsageError("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     session = Session(registry, device=args.device, cache_bytes=args.cache_mb << 20, output_dir=args.out)
     plan = session.compile(workflow)
     outputs = [o.strip() for o in args.outputs.split(",")] if args.outputs else None
