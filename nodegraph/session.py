@@ -139,9 +139,26 @@ class _Run:
             to_run.append(node_id)
             inputs = pn.type.inputs
             stack.extend(src for name, (src, _) in pn.links.items() if not inputs[name].lazy)
+        self._touch_upstream_of_hits(seen, to_run)
         to_run.sort(key=self.index.__getitem__)
         for node_id in to_run:
             self.execute(node_id)
+
+    def _touch_upstream_of_hits(self, seen: set[str], to_run: list[str]) -> None:
+        """Keep the entries upstream of a cache hit recent, so LRU does not evict a loaded model
+        (still held by the hit) before entries that are really unused."""
+        cache = self.session.cache
+        running = set(to_run)
+        stack = [src for node_id in seen if node_id not in running
+                 for src, _ in self.plan.nodes[node_id].links.values() if src not in seen]
+        visited = seen  # looked up in this walk already: recent, or about to run
+        while stack:
+            node_id = stack.pop()
+            if node_id in visited:
+                continue
+            visited.add(node_id)
+            cache.touch(self.keys[node_id])
+            stack.extend(src for src, _ in self.plan.nodes[node_id].links.values())
 
     def _lazy(self, source: str, output: str) -> Callable[[], Any]:
         def value() -> Any:

@@ -114,3 +114,19 @@ def unmigratable(value: int = 0) -> int:
 def scale(tensor: ANY, factor: float = 1.0) -> ANY:
     """tensor * factor (overflows to inf for huge factors)."""
     return tensor * factor
+
+
+@node("test/hold", category="test", outputs=("holder",))
+def hold(value: ANY) -> ANY:
+    """Wraps its input without copying (like a field holding a model)."""
+    CALLS["test/hold"] += 1
+    return {"held": value}
+
+
+@node("test/tensor", category="test", outputs=("tensor",))
+def tensor(numel: Annotated[int, Field(ge=1)] = 1000, tag: int = 0) -> ANY:
+    """A float32 tensor of `numel` elements (4 bytes each)."""
+    import torch
+
+    CALLS["test/tensor"] += 1
+    return torch.full((numel,), float(tag))
