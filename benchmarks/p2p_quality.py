@@ -1,6 +1,6 @@
 """Prompt-to-prompt on the bundled shapes model: does the edit keep the layout and change the word?
 
-For each prompt pair (circle -> square, position and size left open) and seed, three images from the
+For each prompt pair (circle -> square, same colour and position) and seed, three images from the
 same noise: the source, the prompt-to-prompt edit, and the target prompt regenerated without
 editing. Layout = foreground centroid and area (pixels far from the border colour). Reported:
 mean centroid distance and relative area change to the source (edit vs regenerated), and how
@@ -18,6 +18,7 @@ from nodegraph import Session, Workflow
 from nodes.data.shapes import COLOURS, SHAPES, measure_shapes
 
 ROOT = Path(__file__).resolve().parent.parent
+POSITIONS = ("top left", "top right", "bottom left", "bottom right")
 
 
 def foreground_geometry(images: torch.Tensor, threshold: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,11 +50,12 @@ def main(seeds_per_pair: int = 16) -> None:
     rows = {"edit": [], "regen": []}
     agreement = {"edit": [0, 0], "regen": [0, 0]}
     count = 0
-    for index, colour in enumerate(colours):
-        # position and size are left open, so the seed decides them: the edit should keep the
-        # source's choice, while regenerating the target prompt may pick another
-        source = f"a {colour} circle on a white background"
-        target = f"a {colour} square on a white background"
+    for index, position in enumerate(POSITIONS):
+        # the model was trained on full captions, so the prompts name every attribute; what the
+        # seed still decides is the jitter of position and size that the edit should keep
+        colour = colours[index % len(colours)]
+        source = f"a large {colour} circle at the {position} on a white background"
+        target = f"a large {colour} square at the {position} on a white background"
         src, edited, regen = generate(session, seeds_per_pair, source, target, seed=100 + index)
         src_c, src_a = foreground_geometry(src)
         for name, images in (("edit", edited), ("regen", regen)):
@@ -64,8 +66,8 @@ def main(seeds_per_pair: int = 16) -> None:
             agreement[name][0] += int((measured["shape"] == SHAPES.index("square")).sum())
             agreement[name][1] += int((measured["colour"] == colours.index(colour)).sum())
         count += seeds_per_pair
-    print(f"{count} seeds, word swap 'a <colour> circle on a white background' -> '... square ...', "
-          "30 Euler steps, CFG 4")
+    print(f"{count} seeds, word swap 'a large <colour> circle at the <position> on a white background' -> "
+          "'... square ...', 30 Euler steps, CFG 4")
     print(f"{'':<28}{'p2p edit':>10}{'regenerated':>13}")
     for label, column in (("centroid shift (image=1)", 0), ("relative area change", 1)):
         edit = torch.cat(rows["edit"])[:, column].mean()
