@@ -182,6 +182,11 @@ class _Run:
                 kwargs[name] = spec.coerce(value)
             except InputValueError as err:
                 raise NodeFailed(node_id, node_type.id, f"input {name!r} from {source}.{output}: {err}") from None
+        if self.session.input_roots is not None:
+            for name in node_type.file_inputs:
+                problem = _outside_roots(kwargs.get(name), self.session.input_roots)
+                if problem:
+                    raise NodeFailed(node_id, node_type.id, f"input {name!r}: {problem}")
         if node_type.context_param:
             kwargs[node_type.context_param] = Context(
                 node_id, node_type.id, self.session.device, self.session.dtype, self.keys[node_id],
@@ -218,6 +223,23 @@ class _Run:
         return report
 
 
+def _outside_roots(value: Any, roots: list[Path]) -> str:
+    """Why a file input may not be read under the allowed folders ('' when it may).
+
+    A bare name with no path separator that is not a file here (e.g. a bundled model name)
+    passes; anything path-like must resolve inside one of `roots`.
+    """
+    if not isinstance(value, str) or not value:
+        return ""
+    path = Path(value).expanduser()
+    if not path.is_absolute() and len(path.parts) == 1 and path.parts[0] != ".." and not path.exists():
+        return ""
+    resolved = path.resolve()
+    if any(resolved.is_relative_to(root) for root in roots):
+        return ""
+    return f"{value!r} is outside the allowed input folders ({', '.join(str(r) for r in roots)})"
+
+
 def _has_non_finite(value: Any) -> bool:
     """True for a floating-point torch tensor holding NaN or inf (one reduction; no torch import otherwise)."""
     if type(value).__name__ not in ("Tensor", "Parameter") or not getattr(value, "is_floating_point", None):
@@ -238,7 +260,7 @@ class Session:
 
     def __init__(self, registry: Registry | None = None, *, device: str | None = None, dtype: str = "float32",
                  cache_bytes: int = 4 << 30, output_dir: str | os.PathLike = "outputs",
-                 check_finite: bool = True) -> None:
+                 check_finite: bool = True, input_roots: Iterable[str | os.PathLike] | None = None) -> None:
         if registry is None:
             from .plugins import default_registry
 
@@ -248,6 +270,8 @@ class Session:
         self.dtype = dtype
         self.output_dir = Path(output_dir)
         self.check_finite = check_finite
+        # None: nodes may read any file (CLI, Python). The browser app confines FilePath inputs.
+        self.input_roots = None if input_roots is None else [Path(r).resolve() for r in input_roots]
         self.cache = LRUCache(cache_bytes)
         self.subscribers: list[Subscriber] = []
         self._token = CancelToken()

@@ -194,3 +194,18 @@ def test_engine_imports_no_torch():
 
     code = "import sys, nodegraph, nodegraph.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_input_roots_confine_file_inputs(registry, tmp_path):
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    (inside / "ok.txt").write_text("fine")
+    (tmp_path / "secret.txt").write_text("no")
+    session = Session(registry, input_roots=[inside])
+    w = wf({"r": {"type": "test/read_file", "inputs": {"path": str(inside / "ok.txt")}}})
+    assert session.run(w, outputs=["r"])["r"]["string"] == "fine"
+    for bad in (str(tmp_path / "secret.txt"), str(inside / ".." / "secret.txt")):
+        w.set("r.path", bad)
+        with pytest.raises(NodeFailed, match="outside the allowed input folders"):
+            session.run(w, outputs=["r"])
+    assert Session(registry).run(w, outputs=["r"])["r"]["string"] == "no"  # unconfined by default

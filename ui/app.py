@@ -127,6 +127,7 @@ def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
     if host not in LOCAL_HOSTS:
         print(f"warning: binding {host}: anyone who can reach this address can run workflows here",
               file=sys.stderr)
-    blocks = build_app(Session(registry, output_dir="outputs"), initial=initial)
+    root = Path.cwd()
+    blocks = build_app(Session(registry, output_dir="outputs", input_roots=[root]), initial=initial)
     print(f"nodegraph editor on http://{'[' + host + ']' if ':' in host else host}:{port}/", file=sys.stderr)
     uvicorn.run(create_server(blocks), host=host, port=port, log_level="warning")
