@@ -250,7 +250,7 @@ def _has_non_finite(value: Any) -> bool:
 
 
 def _hint(err: BaseException) -> str:
-    if type(err).__name__ == "OutOfMemoryError":
+    if type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(err):
         return " (hint: out of device memory; lower the batch size or resolution, or run with --device cpu)"
     return ""
 

@@ -130,3 +130,11 @@ def tensor(numel: Annotated[int, Field(ge=1)] = 1000, tag: int = 0) -> ANY:
 
     CALLS["test/tensor"] += 1
     return torch.full((numel,), float(tag))
+
+
+@node("test/allocate", category="test", outputs=("tensor",))
+def allocate(ctx: Context, gigabytes: Annotated[float, Field(gt=0)] = 1.0) -> ANY:
+    """An uninitialised float32 tensor of the given size on the run's device (for out-of-memory tests)."""
+    import torch
+
+    return torch.empty(int(gigabytes * 2**30 / 4), device=ctx.device)

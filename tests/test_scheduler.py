@@ -209,3 +209,12 @@ def test_input_roots_confine_file_inputs(registry, tmp_path):
         with pytest.raises(NodeFailed, match="outside the allowed input folders"):
             session.run(w, outputs=["r"])
     assert Session(registry).run(w, outputs=["r"])["r"]["string"] == "no"  # unconfined by default
+
+
+def test_out_of_memory_names_the_node_and_hints(registry):
+    session = Session(registry)
+    w = wf({"a": {"type": "test/number", "inputs": {}},
+            "huge": {"type": "test/allocate", "inputs": {"gigabytes": 2.0**20}}})  # a petabyte
+    with pytest.raises(NodeFailed, match=r"node 'huge' \(test/allocate\) failed: .*hint: out of device memory"):
+        session.run(w, outputs=["a", "huge"])
+    assert session.run(w, outputs=["a"]).cached == ["a"]
