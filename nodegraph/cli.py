@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from .events import Event
 from .plugins import PluginReport, load_registry
 from .registry import Registry
-from .session import NodeFailed, RunCancelled, Session
+from .session import DeviceError, NodeFailed, RunCancelled, Session
 from .validate import WorkflowInvalid, validate
 from .workflow import Workflow, WorkflowFormatError, parse_cli_value
 
@@ -284,15 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         code = COMMANDS[args.command](args)
-    except (WorkflowFormatError, UsageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_INVALID
-    except WorkflowInvalid as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_INVALID
-    except ValueError as err:
-        if "device" not in str(err):
-            raise
+    except (WorkflowFormatError, WorkflowInvalid, UsageError, DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
     except NodeFailed as err:

@@ -43,21 +43,25 @@ class RunCancelled(RuntimeError):
     """The run was cancelled; every node that finished before stays cached."""
 
 
+class DeviceError(ValueError):
+    """A requested device that does not exist or is not usable here."""
+
+
 def resolve_device(requested: str | None = None) -> str:
     """'cuda' when a GPU is usable, else 'cpu'; an explicit request wins (and is checked)."""
     try:
         import torch
     except ImportError:
         if requested not in (None, "cpu"):
-            raise ValueError(f"device {requested!r} needs torch, which is not installed") from None
+            raise DeviceError(f"device {requested!r} needs torch, which is not installed") from None
         return "cpu"
     if requested:
         try:
             device = torch.device(requested)
         except RuntimeError as err:
-            raise ValueError(f"unknown device {requested!r}: {err}") from None
+            raise DeviceError(f"unknown device {requested!r}: {err}") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {requested!r} requested but CUDA is not available")
+            raise DeviceError(f"device {requested!r} requested but CUDA is not available")
         return str(device)
     return "cuda" if torch.cuda.is_available() else "cpu"
 
