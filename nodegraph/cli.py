@@ -187,9 +187,9 @@ def _sweep_variants(workflow: Workflow, sweeps: Sequence[str]) -> list[tuple[str
         address, sep, raw = item.partition("=")
         if not sep or not raw:
             raise UsageError(f"--sweep {item!r}: expected NODE.INPUT=V1,V2,...")
-        values = parse_cli_value(f"[{raw}]") if not raw.startswith("[") else parse_cli_value(raw)
+        values = parse_cli_value(raw) if raw.startswith("[") else [parse_cli_value(v) for v in raw.split(",")]
         if not isinstance(values, list):
-            values = [parse_cli_value(v) for v in raw.split(",")]
+            raise UsageError(f"--sweep {item!r}: the values must be a JSON list or comma-separated")
         axes.append((address.strip(), values))
     variants = []
     for combo in itertools.product(*(values for _, values in axes)):

@@ -39,7 +39,11 @@ def _record(trajectory: list[torch.Tensor] | None, x: torch.Tensor) -> None:
 
 def euler(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition | None = None,
           callback: Callback = None, trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """x_{i+1} = x_i + h u(x_i, t_i): first order, one evaluation per step."""
+    """x_{i+1} = x_i + h u(x_i, t_i): first order, one evaluation per step.
+
+    Its own loop (not `_fixed_steps`) because it is the default sampler: step times and widths are
+    built once up front, so a step costs the field call and one multiply-add.
+    """
     ts, n = _steps(x, times)
     starts = ts[:-1, None].expand(n, x.shape[0]).unbind(0)  # per-step (B,) times, built once
     widths = (ts[1:] - ts[:-1]).unbind(0)
@@ -51,54 +55,57 @@ def euler(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition |
     return x
 
 
-def heun(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition | None = None,
-         callback: Callback = None, trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """Heun (trapezoidal predictor-corrector): second order, two evaluations per step."""
+def _fixed_steps(step: Callable[..., torch.Tensor], field: Field_, x: torch.Tensor, times: torch.Tensor,
+                 cond: Condition | None, callback: Callback, trajectory: list[torch.Tensor] | None) -> torch.Tensor:
+    """The loop shared by the fixed-grid Runge-Kutta methods: x <- step(field, x, t (B,), h, cond)."""
     ts, n = _steps(x, times)
     batch = x.shape[0]
     for i in range(n):
-        h = ts[i + 1] - ts[i]
-        k1 = field(x, ts[i].expand(batch), cond)
-        k2 = field(x + h * k1, ts[i + 1].expand(batch), cond)
-        x = x + 0.5 * h * (k1 + k2)
+        x = step(field, x, ts[i].expand(batch), ts[i + 1] - ts[i], cond)
         _record(trajectory, x)
         if callback is not None:
             callback(i + 1, n)
     return x
+
+
+def _heun_step(field: Field_, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, cond: Condition | None
+               ) -> torch.Tensor:
+    k1 = field(x, t, cond)
+    k2 = field(x + h * k1, t + h, cond)
+    return x + 0.5 * h * (k1 + k2)
+
+
+def _midpoint_step(field: Field_, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, cond: Condition | None
+                   ) -> torch.Tensor:
+    k1 = field(x, t, cond)
+    return x + h * field(x + 0.5 * h * k1, t + 0.5 * h, cond)
+
+
+def _rk4_step(field: Field_, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, cond: Condition | None
+              ) -> torch.Tensor:
+    k1 = field(x, t, cond)
+    k2 = field(x + 0.5 * h * k1, t + 0.5 * h, cond)
+    k3 = field(x + 0.5 * h * k2, t + 0.5 * h, cond)
+    k4 = field(x + h * k3, t + h, cond)
+    return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def heun(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition | None = None,
+         callback: Callback = None, trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Heun (trapezoidal predictor-corrector): second order, two evaluations per step."""
+    return _fixed_steps(_heun_step, field, x, times, cond, callback, trajectory)
 
 
 def midpoint(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition | None = None,
              callback: Callback = None, trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Explicit midpoint: x + h u(x + h/2 u(x, t), t + h/2); second order, two evaluations per step."""
-    ts, n = _steps(x, times)
-    batch = x.shape[0]
-    for i in range(n):
-        h = ts[i + 1] - ts[i]
-        k1 = field(x, ts[i].expand(batch), cond)
-        x = x + h * field(x + 0.5 * h * k1, (ts[i] + 0.5 * h).expand(batch), cond)
-        _record(trajectory, x)
-        if callback is not None:
-            callback(i + 1, n)
-    return x
+    return _fixed_steps(_midpoint_step, field, x, times, cond, callback, trajectory)
 
 
 def rk4(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition | None = None,
         callback: Callback = None, trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Classical Runge-Kutta: fourth order, four evaluations per step."""
-    ts, n = _steps(x, times)
-    batch = x.shape[0]
-    for i in range(n):
-        h = ts[i + 1] - ts[i]
-        t0, tm, t1 = ts[i].expand(batch), (ts[i] + 0.5 * h).expand(batch), ts[i + 1].expand(batch)
-        k1 = field(x, t0, cond)
-        k2 = field(x + 0.5 * h * k1, tm, cond)
-        k3 = field(x + 0.5 * h * k2, tm, cond)
-        k4 = field(x + h * k3, t1, cond)
-        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        _record(trajectory, x)
-        if callback is not None:
-            callback(i + 1, n)
-    return x
+    return _fixed_steps(_rk4_step, field, x, times, cond, callback, trajectory)
 
 
 # Dormand-Prince 5(4) tableau: nodes C, stages A, 5th-order weights B5 (= last row, FSAL), error B5 - B4.

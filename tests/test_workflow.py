@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nodegraph import Workflow, WorkflowFormatError, compile_workflow
+from nodegraph import Workflow, WorkflowFormatError, compile_workflow, validate
 from nodegraph.workflow import Link
 
 from .helpers import link, wf
@@ -62,11 +62,11 @@ def test_migration_chain_runs(registry):
 
 def test_stale_version_without_migration_is_explained(registry):
     w = wf({"v": {"type": "test/unmigratable", "version": 1, "inputs": {"value": 1}}})
-    problems = compile_workflow.__globals__["validate"](w, registry)
+    problems = validate(w, registry)
     assert [p.kind for p in problems] == ["stale_version"]
     assert "v1" in problems[0].message and "v2" in problems[0].message
     newer = wf({"v": {"type": "test/count", "version": 9, "inputs": {}}})
-    assert "update the plugin" in compile_workflow.__globals__["validate"](newer, registry)[0].message
+    assert "update the plugin" in validate(newer, registry)[0].message
 
 
 def test_atomic_save_leaves_no_temp_files(tmp_path):

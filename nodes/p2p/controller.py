@@ -52,6 +52,7 @@ class EditController:
         self.pairs = pairs
         self.t = t
         self.store_rows = store_rows
+        self._plans: dict[tuple[torch.device, torch.dtype], EditPlan] = {}
         self.maps: list[tuple[tuple[int, int] | None, torch.Tensor]] = []
 
     def _edits_cross(self) -> bool:
@@ -80,7 +81,10 @@ class EditController:
         return probs @ v
 
     def _cross(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        plan = self.plan.to(source.device, source.dtype)  # type: ignore[union-attr]
+        where = (source.device, source.dtype)
+        plan = self._plans.get(where)
+        if plan is None:  # moved once per forward pass, not once per attention layer
+            plan = self._plans[where] = self.plan.to(*where)  # type: ignore[union-attr]
         mapped = source @ plan.mapping
         mapped = plan.alpha * mapped + (1 - plan.alpha) * target
         if plan.weights is not None:

@@ -38,7 +38,7 @@ class PromptTokens:
 
 def tokenize(tokenizer, prompt: str, length: int) -> PromptTokens:
     encoding = tokenizer(prompt, padding="max_length", truncation=True, max_length=length)
-    word_ids = [w for w in encoding.word_ids()]
+    word_ids = list(encoding.word_ids())
     words: list[str] = []
     for word in range(max((w for w in word_ids if w is not None), default=-1) + 1):
         span = encoding.word_to_chars(word)
