@@ -16,17 +16,19 @@ import torch
 
 from nodegraph import Context
 from nodes.conditioning import Condition
-from nodes.fields import model_field
-from nodes.guidance import cfg, classifier_guidance
+from nodes.fields import ModelField
+from nodes.guidance import CFGField, ClassifierGuidedField
 from nodes.models.checkpoint import bundled_path, load_model
 from nodes.paths import CondOTPath
-from nodes.solvers import ode_solve
+from nodes.solve_nodes import ode_solve
+from nodes.solvers import BUILTIN_SOLVERS
 from nodes.time_grids import uniform_grid
 
 
 def sample(field, n: int, steps: int, seed: int) -> torch.Tensor:
     noise = torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
-    return ode_solve(Context("s", "core/ode_solve"), field, noise, uniform_grid(steps, 0.0, 1.0), "heun").latent
+    return ode_solve(Context("s", "core/ode_solve"), field, noise, uniform_grid(steps, 0.0, 1.0),
+                     {s.name: s for s in BUILTIN_SOLVERS}["heun"]).latent
 
 
 @torch.no_grad()
@@ -70,13 +72,13 @@ def main() -> None:
     noisy = load_model(args.noisy or bundled_path("digits_noisy_classifier"))
     clean = load_model(args.clean or bundled_path("digits_clean_classifier"))
     path = CondOTPath()
-    base = model_field(unet, path)
+    base = ModelField(unet, path, unet.prediction)
     labels = torch.arange(10).repeat_interleave(args.per_class)
     null = Condition(labels=torch.tensor([10]))
     print("| sampling | w or scale | accuracy of clean classifier | seconds |\n|---|---|---|---|")
     for w in (1.0, 2.0, 4.0):
         start = time.perf_counter()
-        images = sample(cfg(base, Condition(labels=labels), null, w), labels.numel(), args.steps, seed=0)
+        images = sample(CFGField(base, Condition(labels=labels), null, w), labels.numel(), args.steps, seed=0)
         print(f"| CFG | w = {w:g} | {accuracy(clean, images, labels):.3f} | {time.perf_counter() - start:.0f} |")
     unguided = sample(base, labels.numel(), args.steps, seed=1)
     hits = [accuracy(clean, unguided, torch.full((labels.numel(),), d)) for d in range(10)]
@@ -85,7 +87,7 @@ def main() -> None:
         start = time.perf_counter()
         rates = []
         for digit in range(10):
-            field = classifier_guidance(base, noisy, digit, scale)
+            field = ClassifierGuidedField(base, noisy, digit, scale)
             images = sample(field, args.per_class, args.steps, seed=2 + digit)
             rates.append(accuracy(clean, images, torch.full((args.per_class,), digit)))
         print(f"| classifier guidance on null label | s = {scale:g} | {sum(rates) / 10:.3f} (hit rate) | "

@@ -8,7 +8,7 @@ from .cache import LRUCache
 from .context import Cancelled, CancelToken, Context
 from .events import Event
 from .hooks import hookimpl
-from .node import FilePath, Lazy, NodeType, Widget, node
+from .node import Choice, FilePath, Lazy, NodeType, Widget, node
 from .plugins import API_VERSION, PluginLoader, default_registry, load_registry
 from .registry import Registry, RegistryError
 from .session import NodeFailed, RunCancelled, RunResult, Session, resolve_device, run
@@ -19,7 +19,7 @@ from .workflow import Link, Workflow, WorkflowFormatError
 __version__ = "0.1.0"
 
 __all__ = [
-    "ANY", "API_VERSION", "BOOLEAN", "FLOAT", "INT", "JSON", "STRING", "CancelToken", "Cancelled",
+    "ANY", "API_VERSION", "BOOLEAN", "FLOAT", "INT", "JSON", "STRING", "CancelToken", "Cancelled", "Choice",
     "Context", "Event", "FilePath", "LRUCache", "Lazy", "Link", "NodeFailed", "NodeType", "Plan",
     "PluginLoader", "Problem", "Registry", "RegistryError", "RunCancelled", "RunResult", "Session",
     "SocketType", "Widget", "Workflow", "WorkflowFormatError", "WorkflowInvalid", "can_connect",

@@ -223,7 +223,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     if args.json:
         types = {name: {"color": t.color, "lineage": t.lineage(), "description": t.description}
                  for name, t in registry.types.items()}
-        print(json.dumps({"types": types, "nodes": [t.schema() for t in registry.nodes.values()]}, indent=2))
+        print(json.dumps({"types": types, "nodes": [t.schema(registry) for t in registry.nodes.values()]}, indent=2))
         return EXIT_OK
     by_category: dict[str, list] = {}
     for node_type in registry.nodes.values():

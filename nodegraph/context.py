@@ -49,6 +49,19 @@ class Context:
     output_dir: str = "outputs"
     cancel_token: CancelToken = field(default_factory=CancelToken)
     _progress: ProgressFn | None = None
+    _registry: Any = None
+
+    def component(self, kind: str, name: str) -> Any:
+        """A registered component (solver, path, architecture...) by kind and name."""
+        if self._registry is None:
+            raise LookupError(f"no registry in this context to look up {kind} {name!r}")
+        return self._registry.component(kind, name)
+
+    def components(self, kind: str) -> dict[str, Any]:
+        """Every registered component of `kind`, by name (empty without a registry)."""
+        if self._registry is None:
+            return {}
+        return {name: self._registry.component(kind, name) for name in self._registry.component_names(kind)}
 
     def generator(self, seed: int | None = None, device: str | None = None):
         import torch

@@ -59,6 +59,18 @@ class Widget:
         return {k: v for k, v in {"kind": self.kind, "step": self.step}.items() if v is not None}
 
 
+@dataclass(frozen=True)
+class Choice:
+    """`Annotated[SOCKET, Choice("solver")]`: pick a registered component of a kind by name.
+
+    The input is a dropdown of every component of `kind` registered by any plugin (the JSON Schema's
+    `enum`), or a link of the socket's type carrying a configured component. Either way the node
+    receives the component itself: a name is looked up in the registry before the node runs.
+    """
+
+    kind: str
+
+
 class _FileMarker:
     def __repr__(self) -> str:
         return "FilePath"
@@ -86,6 +98,7 @@ class InputSpec:
     lazy: bool = False
     is_file: bool = False
     widget_hint: dict[str, Any] = field(default_factory=dict)
+    choice: str | None = None
 
     @property
     def required(self) -> bool:
@@ -93,7 +106,7 @@ class InputSpec:
 
     @property
     def is_widget(self) -> bool:
-        return self.socket.widget
+        return self.socket.widget or self.choice is not None
 
     @cached_property
     def adapter(self) -> TypeAdapter | None:
@@ -101,7 +114,7 @@ class InputSpec:
 
     def coerce(self, value: Any) -> Any:
         """Validate a widget value (literal or arriving on a link) against type and bounds."""
-        if self.adapter is None:
+        if self.adapter is None or (self.choice is not None and not isinstance(value, str)):
             if not self.socket.accepts_value(value):
                 raise InputValueError(f"expected {self.socket.name}, got {type(value).__name__}")
             return value
@@ -119,6 +132,8 @@ class InputSpec:
             except Exception:  # noqa: BLE001 - schema is a UI nicety, never fatal
                 schema = {}
         schema["x-socket"] = self.socket.name
+        if self.choice is not None:
+            schema["x-choice"] = self.choice
         if not self.required:
             schema["default"] = self.default
         if self.lazy:
@@ -164,8 +179,16 @@ class NodeType:
     def file_inputs(self) -> tuple[str, ...]:
         return tuple(name for name, spec in self.inputs.items() if spec.is_file)
 
-    def schema(self) -> dict[str, Any]:
-        """JSON description used by `nodegraph nodes --json` and the browser palette."""
+    def schema(self, registry: Any = None) -> dict[str, Any]:
+        """JSON description used by `nodegraph nodes --json` and the browser palette. With a registry,
+        `Choice` inputs list the registered component names as their `enum`."""
+        inputs = {}
+        for name, spec in self.inputs.items():
+            schema = spec.json_schema()
+            if spec.choice is not None and registry is not None:
+                schema["enum"] = registry.component_names(spec.choice)
+            inputs[name] = {"type": spec.socket.name, "required": spec.required, "widget": spec.is_widget,
+                            "schema": schema}
         return {
             "id": self.id,
             "version": self.version,
@@ -175,11 +198,7 @@ class NodeType:
             "plugin": self.plugin,
             "side_effect": self.side_effect,
             "output_node": self.output_node,
-            "inputs": {
-                name: {"type": spec.socket.name, "required": spec.required, "widget": spec.is_widget,
-                       "schema": spec.json_schema()}
-                for name, spec in self.inputs.items()
-            },
+            "inputs": inputs,
             "outputs": {name: {"type": spec.socket.name} for name, spec in self.outputs.items()},
         }
 
@@ -219,7 +238,8 @@ _WIDGET_PYTHON_TYPES: dict[str, Any] = {"INT": int, "FLOAT": float, "STRING": st
 
 
 def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, bool, dict[str, Any]]:
-    """Map an annotation to (socket, annotation for validation, lazy, is_file, widget hint)."""
+    """Map an annotation to (socket, annotation for validation, lazy, is_file, widget hint).
+    A `Choice` is returned in the hint under the key "choice"."""
     lazy = is_file = False
     hint: dict[str, Any] = {}
     socket: SocketType | None = None
@@ -234,6 +254,8 @@ def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, boo
                 is_file = True
             elif isinstance(item, Widget):
                 hint.update(item.as_schema())
+            elif isinstance(item, Choice):
+                hint["choice"] = item.kind
             elif isinstance(item, SocketType):
                 socket = item
             else:
@@ -246,7 +268,7 @@ def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, boo
         annotation = Annotated[(base, *kept)] if kept else base
     if isinstance(base, SocketType):
         socket = base
-        annotation = _WIDGET_PYTHON_TYPES.get(base.name, Any)
+        annotation = str if "choice" in hint else _WIDGET_PYTHON_TYPES.get(base.name, Any)
     if socket is None:
         socket = _primitive_socket(base, where)
     return socket, annotation, lazy, is_file, hint
@@ -338,7 +360,8 @@ def build_node_type(fn: Callable[..., Any], id: str, *, version: int, category: 
         if annotation is inspect.Parameter.empty:
             raise NodeDefinitionError(f"{where}: input {name!r} needs a type annotation")
         socket, validation_type, lazy, is_file, hint = _socket_for(annotation, f"{where} input {name!r}")
-        spec = InputSpec(name, socket, validation_type, param.default, lazy, is_file, hint)
+        choice = hint.pop("choice", None)
+        spec = InputSpec(name, socket, validation_type, param.default, lazy, is_file, hint, choice)
         if not spec.required and spec.is_widget and spec.default is not None:
             try:
                 spec.coerce(spec.default)

@@ -1,4 +1,8 @@
-"""Finding and loading plugins: built-ins, the `nodegraph.plugins` entry points, plugin folders.
+"""Finding and loading plugins: the `nodegraph.plugins` entry points and plugin folders.
+
+The built-in node library is one of those entry points (`core = "nodes"` in nodegraph's own
+pyproject.toml): the engine imports no library code of its own, it loads the library exactly as it
+loads a third party's. Only nodegraph's own distribution may provide the plugin named "core".
 
 Each plugin's hooks run on their own: one that fails to import, declares an incompatible API
 version or raises while registering is reported with its error and its partial registrations are
@@ -28,6 +32,7 @@ API_VERSION = 1
 """The plugin API version this nodegraph provides. Plugins may declare `NODEGRAPH_API_VERSION`."""
 
 ENTRY_POINT_GROUP = "nodegraph.plugins"
+OWN_DISTRIBUTION = "nodegraph"
 PLUGINS_ENV = "NODEGRAPH_PLUGINS"
 
 
@@ -157,13 +162,21 @@ class PluginLoader:
         self._info[name] = info
 
     def discover(self) -> None:
-        if self.builtins:
-            self._add(CORE_PLUGIN, "built-in", lambda: importlib.import_module("nodes"))
-        if self.entry_points:
-            for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-                dist = getattr(ep, "dist", None)
-                self._add(ep.name, f"entry point {ep.value}", ep.load,
-                          version=getattr(dist, "version", "") or "")
+        found = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name != CORE_PLUGIN)
+        for ep in found:
+            dist = getattr(ep, "dist", None)
+            dist_name = (getattr(dist, "name", "") or "").lower()
+            if ep.name == CORE_PLUGIN:
+                if dist_name != OWN_DISTRIBUTION:
+                    self.report.plugins.append(PluginInfo(
+                        ep.name, f"entry point {ep.value} of {dist_name or 'an unknown distribution'}",
+                        error=f"only {OWN_DISTRIBUTION} provides the {CORE_PLUGIN!r} plugin"))
+                    continue
+                if not self.builtins:
+                    continue
+            elif not self.entry_points:
+                continue
+            self._add(ep.name, f"entry point {ep.value}", ep.load, version=getattr(dist, "version", "") or "")
         for folder in self.plugin_dirs:
             try:
                 candidates = _dir_candidates(folder)
@@ -180,39 +193,24 @@ class PluginLoader:
             info = self._info.get(impl.plugin_name)
             if info is None or info.error:
                 continue
-            before_nodes, before_types = set(registry.nodes), set(registry.types)
-            registry.current_plugin = impl.plugin_name
             try:
-                impl.function(registry=registry)
+                impl.function(registry=registry.registrar(impl.plugin_name))
             except BaseException as err:  # noqa: BLE001
                 if isinstance(err, KeyboardInterrupt):
                     raise
-                for node_id in set(registry.nodes) - before_nodes:
-                    del registry.nodes[node_id]
-                for type_name in set(registry.types) - before_types:
-                    del registry.types[type_name]
-                    del registry.type_sources[type_name]
+                registry.remove_plugin(impl.plugin_name)
                 info.error = _short_error(err)
                 if impl.plugin_name == CORE_PLUGIN:
                     raise
-            finally:
-                registry.current_plugin = CORE_PLUGIN
 
     def load(self, registry: Registry | None = None) -> Registry:
         registry = registry or Registry()
         self.discover()
-        self._run_hook("nodegraph_register_types", registry)
-        self._run_hook("nodegraph_register_nodes", registry)
+        for hook in ("nodegraph_register_types", "nodegraph_register_components", "nodegraph_register_nodes"):
+            self._run_hook(hook, registry)
         for name, info in self._info.items():
             if info.error:
-                # undo what a plugin registered before a later hook of it failed
-                for node_id in [n for n, t in registry.nodes.items() if t.plugin == name]:
-                    del registry.nodes[node_id]
-                used = {s.socket.name for t in registry.nodes.values() for s in [*t.inputs.values(),
-                                                                                 *t.outputs.values()]}
-                for type_name in [t for t, src in registry.type_sources.items() if src == name and t not in used]:
-                    del registry.types[type_name]
-                    del registry.type_sources[type_name]
+                registry.remove_plugin(name)  # what it registered before a later hook of it failed
                 continue
             info.node_ids = sorted(n for n, t in registry.nodes.items() if t.plugin == name)
             info.type_names = sorted(t for t, src in registry.type_sources.items() if src == name)

@@ -113,15 +113,13 @@ def test_lerp_is_plain_python():
 
 def test_plugin_registers_its_nodes():
     registry, _ = load_registry(entry_points=False)
-    registry.current_plugin = "{namespace}"
-    nodegraph_register_nodes(registry=registry)
+    nodegraph_register_nodes(registry=registry.registrar("{namespace}"))
     assert registry.get("{namespace}/lerp").plugin == "{namespace}"
 
 
 def test_lerp_in_a_workflow(tmp_path):
     registry, _ = load_registry(entry_points=False)
-    registry.current_plugin = "{namespace}"
-    nodegraph_register_nodes(registry=registry)
+    nodegraph_register_nodes(registry=registry.registrar("{namespace}"))
     workflow = Workflow.from_dict({{
         "format": "nodegraph/workflow", "version": 1, "name": "lerp",
         "nodes": {{

@@ -186,6 +186,12 @@ class _Run:
                 kwargs[name] = spec.coerce(value)
             except InputValueError as err:
                 raise NodeFailed(node_id, node_type.id, f"input {name!r} from {source}.{output}: {err}") from None
+        for name, spec in node_type.inputs.items():
+            if spec.choice is not None and isinstance(kwargs.get(name), str):
+                try:
+                    kwargs[name] = self.session.registry.component(spec.choice, kwargs[name])
+                except LookupError as err:
+                    raise NodeFailed(node_id, node_type.id, f"input {name!r}: {str(err).strip(chr(34))}") from None
         if self.session.input_roots is not None:
             for name in node_type.file_inputs:
                 problem = _outside_roots(kwargs.get(name), self.session.input_roots)
@@ -194,7 +200,8 @@ class _Run:
         if node_type.context_param:
             kwargs[node_type.context_param] = Context(
                 node_id, node_type.id, self.session.device, self.session.dtype, self.keys[node_id],
-                str(self.session.output_dir), self.token, self._progress_reporter(node_id, node_type.id))
+                str(self.session.output_dir), self.token, self._progress_reporter(node_id, node_type.id),
+                self.session.registry)
         self.emit(Event("node_start", self.run_id, node_id, node_type.id))
         started = time.perf_counter()
         try:

@@ -78,6 +78,12 @@ def _digest(node_type: NodeType, literals: dict[str, Any]) -> bytes:
                            digest_size=16).digest()
 
 
+def _check_choice(spec: Any, value: Any, registry: Registry) -> None:
+    """A `Choice` input's name must be a registered component of its kind."""
+    if spec.choice is not None and isinstance(value, str):
+        registry.component(spec.choice, value)
+
+
 def _suggest(name: str, options: list[str]) -> str:
     close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
@@ -122,8 +128,9 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
                 continue
             try:
                 values[name] = spec.coerce(value)
-            except InputValueError as err:
-                problems.append(Problem("bad_value", str(err), node_id, name))
+                _check_choice(spec, values[name], registry)
+            except (InputValueError, LookupError) as err:
+                problems.append(Problem("bad_value", str(err).strip("'\""), node_id, name))
     reported = {p.input for p in problems[before:]}
     for name, spec in node_type.inputs.items():
         if name not in values and name not in links and name not in reported:
@@ -138,7 +145,8 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
 
 def _migrated_inputs(node_id: str, saved: int | None, node_type: NodeType, inputs: dict[str, Any],
                      problems: list[Problem]) -> dict[str, Any] | None:
-    if saved is None or saved == node_type.version:
+    saved = 1 if saved is None else saved  # every node type starts at v1; unversioned nodes were saved by it
+    if saved == node_type.version:
         return inputs
     if saved > node_type.version:
         problems.append(Problem("stale_version", f"saved with {node_type.id} v{saved}, but this nodegraph has "

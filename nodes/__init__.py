@@ -1,7 +1,8 @@
-"""The built-in node library, registered through the same pluggy hooks as any third-party plugin.
+"""The built-in node library: a plugin like any other, found through nodegraph's own `nodegraph.plugins`
+entry point and registered through the same pluggy hooks as a third party's.
 
 Every module of this package (and its sub-packages) is scanned for `@node` functions, so adding a
-node is adding a function to a module here.
+node is adding a function to a module here. Plugins build on `nodes.api`, not on these modules.
 """
 
 import importlib
@@ -10,6 +11,11 @@ import pkgutil
 from nodegraph import hookimpl
 
 from . import sockets
+from .guidance import BUILTIN_GUIDANCE
+from .paths import BUILTIN_PATHS
+from .solvers import BUILTIN_SOLVERS
+
+NODEGRAPH_API_VERSION = 1
 
 
 @hookimpl
@@ -19,8 +25,22 @@ def nodegraph_register_types(registry):
 
 
 @hookimpl
+def nodegraph_register_components(registry):
+    for solver in BUILTIN_SOLVERS:
+        registry.add_component("solver", solver.name, solver)
+    for path in BUILTIN_PATHS:
+        registry.add_component("path", path.name, path)
+    for method in BUILTIN_GUIDANCE:
+        registry.add_component("guidance", method.name, method)
+    from .models.architectures import BUILTIN_ARCHITECTURES
+
+    for architecture in BUILTIN_ARCHITECTURES:
+        registry.add_component("architecture", architecture.name, architecture)
+
+
+@hookimpl
 def nodegraph_register_nodes(registry):
     for info in sorted(pkgutil.walk_packages(__path__, prefix=f"{__name__}."), key=lambda i: i.name):
-        if info.name.rsplit(".", 1)[-1].startswith("_"):
+        if info.name.rsplit(".", 1)[-1].startswith("_") or info.name == f"{__name__}.api":
             continue
         registry.add_module(importlib.import_module(info.name))

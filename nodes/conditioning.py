@@ -9,12 +9,14 @@ import torch
 
 @dataclass(frozen=True)
 class Condition:
-    """What a conditional network is conditioned on; any field may be None.
+    """What a conditional network is conditioned on (the CONDITIONING socket); any field may be None.
 
     labels: (B,) long class ids; the model's null label id means "no label" (CFG's unconditional).
     tokens: (B, L, D) per-token text features; mask: (B, L) bool, True for real tokens.
     pooled: (B, D) one vector per prompt. prompts: the source texts, for display and editing.
-    A batch of 1 broadcasts against any batch size.
+    A batch of 1 broadcasts against any batch size (`expand`, `bind`); `cat` stacks conditions along
+    the batch so cond and null run in one forward pass; `select` takes rows. Immutable: every method
+    returns a new Condition.
     """
 
     labels: torch.Tensor | None = None
@@ -47,6 +49,10 @@ class Condition:
 
     def to(self, device: torch.device | str) -> Condition:
         return replace(self, **{k: v.to(device) for k, v in self._tensors().items()})
+
+    def bind(self, x: torch.Tensor) -> Condition:
+        """This condition broadcast to x's batch and moved to x's device (what a field passes its network)."""
+        return self.expand(x.shape[0]).to(x.device)
 
     @staticmethod
     def cat(conditions: list[Condition]) -> Condition:

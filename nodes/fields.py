@@ -1,23 +1,30 @@
-"""VECTOR_FIELD objects: callables `field(x, t, cond=None) -> velocity` composed from plain torch code.
+"""VECTOR_FIELD objects: the contract every guidance, solver and editing node relies on.
 
-A field knows its Gaussian path (when it has one) so solvers and guidance can turn its velocity into
-a score, x0 or epsilon prediction exactly (see `nodes.parameterization`). Wrappers (conditioning,
-CFG, classifier guidance) take a field and return a new one; nothing runs until a solver calls it.
+A vector field is a `VectorField` instance called as `field(x, t, cond=None) -> u`:
+    x     (B, ...) the current samples;
+    t     (B,) times in [0, 1] (0 noise, 1 data), one per sample;
+    cond  a `Condition` (or None) that the caller passes down to the network. Fields that carry their
+          own condition (`BoundField`, guidance fields) ignore it; a field that forwards to another
+          field passes it on unchanged;
+    u     the velocity dx/dt, shaped like x.
+`path` is the Gaussian path the field lives on (None for a field without one, e.g. an arbitrary ODE);
+with a path, `x0_eps`, `predict(kind)` and `score` convert the velocity exactly
+(see `nodes.parameterization`; divisions by alpha or beta are clamped at `clip`).
+
+To wrap a field, subclass `FieldWrapper` (it keeps the inner field's path and clip) and override
+`__call__`; or call `wrap_field(field, fn)` with a plain function fn(x, t, cond) -> u.
+Nothing runs until a solver calls the field.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
 
 import torch
-from pydantic import Field
-
-from nodegraph import node
 
 from .conditioning import Condition
 from .parameterization import DEFAULT_CLIP, PREDICTIONS, convert, from_x0_eps, to_x0_eps
 from .paths import GaussianPath
-from .sockets import BACKBONE, CONDITIONING, PATH, VECTOR_FIELD
 
 
 class VectorField:
@@ -51,11 +58,40 @@ class VectorField:
         return self.predict(x, t, cond, "score")
 
 
+class FieldWrapper(VectorField):
+    """A field built around `inner`: same path and clip; override `__call__` (default: pass through)."""
+
+    def __init__(self, inner: VectorField) -> None:
+        if not isinstance(inner, VectorField):
+            raise TypeError(f"expected a VectorField to wrap, got {type(inner).__name__}")
+        self.inner = inner
+        self.path = inner.path
+        self.clip = inner.clip
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        return self.inner(x, t, cond)
+
+
+class _FunctionField(FieldWrapper):
+    def __init__(self, inner: VectorField, fn: Callable[..., torch.Tensor]) -> None:
+        super().__init__(inner)
+        self.fn = fn
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        return self.fn(x, t, cond)
+
+
+def wrap_field(field: VectorField, fn: Callable[..., torch.Tensor]) -> VectorField:
+    """A field whose velocity is fn(x, t, cond), living on `field`'s path (so every solver can use it)."""
+    return _FunctionField(field, fn)
+
+
 class ModelField(VectorField):
     """A backbone f(x, t, cond) read as a `prediction` on `path`, exposed as a velocity.
 
     Velocity backbones are returned as is (no extra arithmetic); epsilon / x0 backbones are converted
     exactly with the path's alpha, beta (divisors clamped at `clip`, see nodes.parameterization).
+    It is the MODEL_FIELD socket: attention editing needs the backbone behind it.
     """
 
     def __init__(self, backbone: torch.nn.Module, path: GaussianPath, prediction: str = "velocity",
@@ -82,46 +118,45 @@ class ModelField(VectorField):
         return convert(self.backbone(x, t, cond), self.prediction, kind, x, t, self.path, self.clip)
 
 
-class BoundField(VectorField):
-    """`field` with its condition fixed to `cond` (any condition passed at call time is ignored)."""
+class BoundField(FieldWrapper):
+    """`inner` with its condition fixed to `cond` (any condition passed at call time is ignored)."""
 
-    def __init__(self, field: VectorField, cond: Condition | None) -> None:
-        self.field = field
+    def __init__(self, inner: VectorField, cond: Condition | None) -> None:
+        super().__init__(inner)
         self.cond = cond
-        self.path = field.path
-        self.clip = field.clip
+
+    def _cond(self, x: torch.Tensor) -> Condition | None:
+        return None if self.cond is None else self.cond.bind(x)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
-        return self.field(x, t, bind(self.cond, x))
+        return self.inner(x, t, self._cond(x))
 
     def x0_eps(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.field.x0_eps(x, t, bind(self.cond, x))
+        return self.inner.x0_eps(x, t, self._cond(x))
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None,
                 kind: str = "velocity") -> torch.Tensor:
-        return self.field.predict(x, t, bind(self.cond, x), kind)
+        return self.inner.predict(x, t, self._cond(x), kind)
 
 
-def bind(cond: Condition | None, x: torch.Tensor) -> Condition | None:
-    """The condition broadcast to x's batch and moved to x's device."""
-    if cond is None:
-        return None
-    return cond.expand(x.shape[0]).to(x.device)
+class CountingField(FieldWrapper):
+    """Counts evaluations (NFE) of `inner`; a wrapper, so path-based solvers still work through it."""
 
+    def __init__(self, inner: VectorField) -> None:
+        super().__init__(inner)
+        self.calls = 0
 
-@node("core/model_field", category="fields", display_name="Model → vector field")
-def model_field(backbone: BACKBONE, path: PATH,
-                prediction: Literal["auto", "velocity", "epsilon", "x0", "score"] = "auto",
-                clip: Annotated[float, Field(gt=0, le=0.1)] = DEFAULT_CLIP) -> VECTOR_FIELD:
-    """Read a backbone's output as a velocity on `path`. auto: the backbone's own `prediction`.
-    Conversions: u = alpha' x0 + beta' eps with x = alpha x0 + beta eps, score = -eps/beta;
-    divisions by alpha (t -> 0) or beta (t -> 1) use max(., clip)."""
-    kind = getattr(backbone, "prediction", "velocity") if prediction == "auto" else prediction
-    return ModelField(backbone, path, kind, clip)
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(x, t, cond)
 
+    def x0_eps(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        return self.inner.x0_eps(x, t, cond)
 
-@node("core/condition_field", category="fields", display_name="Condition field")
-def condition_field(field: VECTOR_FIELD, conditioning: CONDITIONING) -> VECTOR_FIELD:
-    """Bind a condition to a field without guidance: u(x, t | c), one forward pass per evaluation."""
-    return BoundField(field, conditioning)
+    def predict(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None,
+                kind: str = "velocity") -> torch.Tensor:
+        self.calls += 1
+        return self.inner.predict(x, t, cond, kind)

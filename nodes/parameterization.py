@@ -17,15 +17,12 @@ have a t_min), and score-based steps should stop short of t = 1 or use sigma_t p
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
-from pydantic import Field
 
-from nodegraph import node
-
-from .paths import GaussianPath, expand_time
-from .sockets import PATH, TENSOR
+from .broadcast import expand_time
+from .paths import GaussianPath
 
 Prediction = Literal["velocity", "epsilon", "x0", "score"]
 PREDICTIONS: tuple[str, ...] = ("velocity", "epsilon", "x0", "score")
@@ -93,11 +90,3 @@ def guidance_coefficient(path: GaussianPath, t: torch.Tensor, clip: float = DEFA
     alpha, beta, d_alpha, d_beta = path.alpha(t), path.beta(t), path.d_alpha(t), path.d_beta(t)
     return (d_alpha * beta * beta - d_beta * beta * alpha) / alpha.clamp_min(clip)
 
-
-@node("core/convert_prediction", category="paths", display_name="Convert prediction")
-def convert_prediction(path: PATH, prediction: TENSOR, x: TENSOR, t: Annotated[float, Field(ge=0, le=1)] = 0.5,
-                       source: Prediction = "epsilon", target: Prediction = "velocity",
-                       clip: Annotated[float, Field(gt=0, le=0.1)] = DEFAULT_CLIP) -> TENSOR:
-    """Turn a `source` prediction at (x, t) into a `target` one on the path: x = alpha x0 + beta eps,
-    score = -eps/beta, velocity = alpha' x0 + beta' eps (divisions by alpha, beta use max(., clip))."""
-    return convert(prediction, source, target, x, t, path, clip)

@@ -10,26 +10,18 @@ shape (B,) (or a scalar) and broadcast it over the remaining dims of z.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from collections.abc import Mapping
 
 import torch
-from pydantic import Field
 
-from nodegraph import node
-
-from .sockets import PATH, TENSOR
-
-
-def expand_time(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
-    """Reshape t of shape (B,) (or a scalar) to (B, 1, ..., 1) so it broadcasts against `like`."""
-    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
-    if t.dim() == 0:
-        return t
-    return t.reshape(t.shape[0], *([1] * (like.dim() - 1)))
+from .broadcast import expand_time
 
 
 class GaussianPath:
-    """Base class: subclasses define alpha, beta, d_alpha, d_beta (elementwise on a tensor t)."""
+    """Base class: subclasses define alpha, beta, d_alpha, d_beta (elementwise on a tensor t), a
+    unique `name`, and, when they have parameters, `config()` returning them as keyword arguments of
+    the constructor (so checkpoints can record a path and rebuild it). Register an instance with the
+    default parameters as the component ("path", name) to make the kind selectable everywhere."""
 
     name = "gaussian"
 
@@ -224,53 +216,17 @@ class VEPath(GaussianPath):
         return {"kind": self.name, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
 
 
-PATH_KINDS = Literal["cond_ot", "cosine", "linear_vp", "vp", "polynomial", "ve"]
+BUILTIN_PATHS: tuple[GaussianPath, ...] = (CondOTPath(), CosinePath(), LinearVPPath(), VPPath(), PolynomialPath(),
+                                           VEPath())
+"""Registered as ("path", name) components by the built-in library, with default parameters."""
 
 
-def make_path(kind: str, beta_min: float = 0.1, beta_max: float = 20.0, n: float = 2.0,
-              sigma_min: float = 0.01, sigma_max: float = 80.0) -> GaussianPath:
-    """Build a path by name (the names of `PATH_KINDS`)."""
-    if kind == "cond_ot":
-        return CondOTPath()
-    if kind == "cosine":
-        return CosinePath()
-    if kind == "linear_vp":
-        return LinearVPPath()
-    if kind == "vp":
-        return VPPath(beta_min, beta_max)
-    if kind == "polynomial":
-        return PolynomialPath(n)
-    if kind == "ve":
-        return VEPath(sigma_min, sigma_max)
-    raise ValueError(f"unknown path kind {kind!r}")
-
-
-def path_from_config(config: dict[str, object]) -> GaussianPath:
-    """Inverse of `GaussianPath.config()` (e.g. from a checkpoint's metadata)."""
-    extra = {k: float(v) for k, v in config.items() if k != "kind"}  # type: ignore[arg-type]
-    return make_path(str(config["kind"]), **extra)
-
-
-@node("core/path", category="paths", display_name="Probability path")
-def path_node(kind: PATH_KINDS = "cond_ot",
-              beta_min: Annotated[float, Field(ge=0, le=100)] = 0.1,
-              beta_max: Annotated[float, Field(ge=0, le=100)] = 20.0,
-              n: Annotated[float, Field(gt=0, le=16)] = 2.0,
-              sigma_min: Annotated[float, Field(gt=0, le=1000)] = 0.01,
-              sigma_max: Annotated[float, Field(gt=0, le=1000)] = 80.0) -> PATH:
-    """A Gaussian path x_t = alpha_t z + beta_t eps. cond_ot: (t, 1-t); cosine: (sin, cos)(pi t/2);
-    linear_vp: (t, sqrt(1-t^2)); vp: VP-SDE with rate beta_min..beta_max; polynomial: (t^n, 1-t^n);
-    ve: (1, sigma_min^t sigma_max^(1-t)), start from noise of std sigma_max."""
-    return make_path(kind, beta_min, beta_max, n, sigma_min, sigma_max)
-
-
-@node("core/path_sample", category="paths", display_name="Sample x_t")
-def path_sample(path: PATH, z: TENSOR, eps: TENSOR, t: Annotated[float, Field(ge=0, le=1)] = 0.5) -> TENSOR:
-    """x_t = alpha_t z + beta_t eps (z data, eps standard noise of the same shape)."""
-    return path.sample(z, eps.to(z), t)
-
-
-@node("core/path_target", category="paths", display_name="Target velocity")
-def path_target(path: PATH, z: TENSOR, eps: TENSOR, t: Annotated[float, Field(ge=0, le=1)] = 0.5) -> TENSOR:
-    """Conditional target field u_t(x|z) = alpha'_t z + beta'_t eps."""
-    return path.target_velocity(z, eps.to(z), t)
+def path_from_config(config: Mapping[str, object], kinds: Mapping[str, GaussianPath] | None = None) -> GaussianPath:
+    """Inverse of `GaussianPath.config()` (e.g. from a checkpoint's metadata): the registered path of
+    that kind (`kinds`: the registry's paths; default the built-in ones) rebuilt with the parameters."""
+    kinds = kinds if kinds is not None else {p.name: p for p in BUILTIN_PATHS}
+    kind = str(config.get("kind"))
+    if kind not in kinds:
+        raise ValueError(f"unknown path kind {kind!r}; registered: {sorted(kinds)}")
+    params = {k: v for k, v in config.items() if k != "kind"}
+    return type(kinds[kind])(**params) if params else kinds[kind]

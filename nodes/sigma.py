@@ -6,15 +6,9 @@ sigma_t = 0 is the probability-flow ODE.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 import torch
-from pydantic import Field
-
-from nodegraph import node
 
 from .paths import GaussianPath
-from .sockets import SIGMA_SCHEDULE
 
 
 class SigmaSchedule:
@@ -38,9 +32,3 @@ class SigmaSchedule:
     def __repr__(self) -> str:
         return f"SigmaSchedule({self.kind!r}, {self.scale})"
 
-
-@node("core/sigma_schedule", category="solvers", display_name="Sigma schedule")
-def sigma_schedule(kind: Literal["beta", "constant", "zero"] = "beta",
-                   scale: Annotated[float, Field(ge=0, le=10)] = 1.0) -> SIGMA_SCHEDULE:
-    """sigma_t for Euler-Maruyama: scale * beta_t (beta), scale (constant) or 0 (zero = ODE)."""
-    return SigmaSchedule(kind, scale)

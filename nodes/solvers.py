@@ -1,31 +1,66 @@
-"""ODE / SDE solvers for a VECTOR_FIELD on a time grid, all with one signature.
+"""ODE / SDE solvers for a VECTOR_FIELD on a time grid, all with one signature (the `SolverFn` protocol):
 
     solver(field, x, times, cond=None, callback=None, trajectory=None, **options) -> x at times[-1]
 
 `times` is an increasing 1-D grid; the field is called as field(x, t, cond) with t of shape (B,).
 `callback(step, total)` runs once per step (the nodes pass ctx.progress: progress + cancellation);
 `trajectory`, when a list, receives the state at every grid time after the first.
-Adding a solver is adding one function and one entry in SOLVERS.
+A `Solver` is such a function with a name and its options; adding a solver is writing one function
+and registering `Solver(name, fn)` as the component ("solver", name) - the built-in sampling node
+then offers it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Literal, NamedTuple
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import torch
-from pydantic import Field
 
-from nodegraph import Context, node
-
+from .broadcast import expand_time
 from .conditioning import Condition
 from .fields import VectorField
-from .paths import expand_time
 from .sigma import SigmaSchedule
-from .sockets import CONDITIONING, LATENT, SIGMA_SCHEDULE, TENSOR, TIME_GRID, VECTOR_FIELD
 
 Field_ = Callable[..., torch.Tensor]
 Callback = Callable[[int, int], None] | None
+
+
+class SolverFn(Protocol):
+    """What a solver function looks like (options are keyword arguments after `trajectory`)."""
+
+    def __call__(self, field: VectorField, x: torch.Tensor, times: torch.Tensor, cond: Condition | None = None,
+                 callback: Callback = None, trajectory: list[torch.Tensor] | None = None,
+                 **options: Any) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Solver:
+    """A named solver function with its options bound: the SOLVER socket's value.
+
+    `needs_path`: the solver converts the velocity to x0 / eps (DDIM, DPM-Solver...), so the field
+    must have a Gaussian path; checked before the first step.
+    """
+
+    name: str
+    fn: SolverFn
+    options: Mapping[str, Any] = field(default_factory=dict)
+    needs_path: bool = False
+
+    def __call__(self, field: VectorField, x: torch.Tensor, times: torch.Tensor, cond: Condition | None = None,
+                 callback: Callback = None, trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
+        if self.needs_path and getattr(field, "path", None) is None:
+            raise ValueError(f"solver {self.name!r} needs a field with a Gaussian path (x0 / eps predictions); "
+                             "build the field with core/model_field or wrap one with nodes.api.FieldWrapper")
+        return self.fn(field, x, times, cond, callback, trajectory, **self.options)
+
+    def configured(self, **options: Any) -> Solver:
+        """This solver with some options changed (unknown names are an error)."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(f"solver {self.name!r} has no option(s) {unknown}; its options are {sorted(self.options)}")
+        return replace(self, options={**self.options, **options})
 
 
 def _steps(x: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -176,8 +211,6 @@ def ddim(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition | 
          callback: Callback = None, trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Deterministic DDIM on the field's path: (x0, eps) = predictions at t_i, x_{i+1} = alpha_{i+1} x0 +
     beta_{i+1} eps. Exact for a Gaussian data point; equals Euler on CondOT with a velocity model."""
-    if not isinstance(field, VectorField):
-        raise TypeError("DDIM needs a VectorField with a path (x0 / eps predictions)")
     path = field.require_path()
     ts, n = _steps(x, times)
     batch = x.shape[0]
@@ -197,8 +230,6 @@ def euler_maruyama(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Co
                    ) -> torch.Tensor:
     """Euler-Maruyama for dX = [u + sigma_t^2/2 score] dt + sigma_t dW (score from the same evaluation
     as u, exact on the field's path). Noise is drawn from `generator`; sigma_t = 0 is Euler."""
-    if not isinstance(field, VectorField):
-        raise TypeError("the SDE solver needs a VectorField with a path (for the score)")
     sigma = sigma or SigmaSchedule("zero")
     if sigma.is_zero:
         return euler(field, x, times, cond, callback, trajectory)
@@ -221,75 +252,9 @@ def euler_maruyama(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Co
     return x
 
 
-SOLVERS: dict[str, Callable[..., torch.Tensor]] = {
-    "euler": euler, "heun": heun, "midpoint": midpoint, "rk4": rk4, "dopri5": dopri5, "ddim": ddim,
-}
-
-
-class CountingField:
-    """Wraps a field and counts its evaluations (NFE); attribute access falls through to the field."""
-
-    def __init__(self, field: Field_) -> None:
-        self.field = field
-        self.calls = 0
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
-        self.calls += 1
-        return self.field(x, t, cond)
-
-
-class Solution(NamedTuple):
-    latent: LATENT
-    trajectory: TENSOR
-    nfe: int
-
-
-def _finish(x0: torch.Tensor, x: torch.Tensor, states: list[torch.Tensor] | None) -> Solution:
-    trajectory = torch.stack([x0, *states]) if states is not None else torch.stack([x0, x])
-    return Solution(x, trajectory, 0)
-
-
-@node("core/ode_solve", category="solvers", display_name="ODE solver")
-def ode_solve(ctx: Context, field: VECTOR_FIELD, noise: TENSOR, grid: TIME_GRID,
-              method: Literal["euler", "heun", "midpoint", "rk4", "dopri5", "ddim"] = "euler",
-              rtol: Annotated[float, Field(gt=0, le=1)] = 1e-4, atol: Annotated[float, Field(gt=0, le=1)] = 1e-4,
-              keep_trajectory: bool = False, cond: CONDITIONING = None) -> Solution:
-    """Integrate dx/dt = u(x, t) from the initial sample `noise` over the time grid; returns the final
-    sample, the trajectory (grid times x batch ...; only start and end unless keep_trajectory) and the
-    number of field evaluations. dopri5 is adaptive with rtol / atol."""
-    counted = CountingField(field)
-    options = {"rtol": rtol, "atol": atol} if method == "dopri5" else {}
-    states: list[torch.Tensor] | None = [] if keep_trajectory else None
-    x0 = noise.to(ctx.device)
-    solver_field = counted if method != "ddim" else field
-    with torch.no_grad():
-        x = SOLVERS[method](solver_field, x0, grid, cond, ctx.progress, states, **options)
-    nfe = counted.calls if method != "ddim" else grid.numel() - 1
-    return _finish(x0, x, states)._replace(nfe=nfe)
-
-
-@node("core/sde_solve", category="solvers", display_name="SDE solver (Euler-Maruyama)")
-def sde_solve(ctx: Context, field: VECTOR_FIELD, noise: TENSOR, grid: TIME_GRID, sigma: SIGMA_SCHEDULE,
-              seed: Annotated[int, Field(ge=0)] = 0, keep_trajectory: bool = False,
-              cond: CONDITIONING = None) -> Solution:
-    """Euler-Maruyama for dX = [u + sigma_t^2/2 score] dt + sigma_t dW; same marginals as the ODE for
-    any sigma_t. Seeded noise; one field evaluation per step."""
-    states: list[torch.Tensor] | None = [] if keep_trajectory else None
-    x0 = noise.to(ctx.device)
-    with torch.no_grad():
-        x = euler_maruyama(field, x0, grid, cond, ctx.progress, states, sigma=sigma,
-                           generator=ctx.generator(seed))
-    return _finish(x0, x, states)._replace(nfe=grid.numel() - 1)
-
-
-@node("core/noise", category="solvers", display_name="Initial noise")
-def noise(ctx: Context, shape: list[Annotated[int, Field(ge=1, le=65536)]] = [16, 2],  # noqa: B006
-          seed: Annotated[int, Field(ge=0)] = 0, std: Annotated[float, Field(gt=0, le=1000)] = 1.0) -> LATENT:
-    """x_0 ~ N(0, std^2 I) of the given shape (e.g. [B, C, H, W] or [B, D]), reproducible from the seed
-    (std = 1 for every path with beta_0 = 1; sigma_max for the VE path)."""
-    numel = 1
-    for size in shape:
-        numel *= size
-    if numel > 1 << 28:
-        raise ValueError(f"shape {shape} has {numel} elements; the limit is {1 << 28}")
-    return std * torch.randn(*shape, generator=ctx.generator(seed), device=ctx.device)
+BUILTIN_SOLVERS: tuple[Solver, ...] = (
+    Solver("euler", euler), Solver("heun", heun), Solver("midpoint", midpoint), Solver("rk4", rk4),
+    Solver("dopri5", dopri5, {"rtol": 1e-4, "atol": 1e-4, "max_steps": 10000}),
+    Solver("ddim", ddim, needs_path=True),
+)
+"""Registered as ("solver", name) components by the built-in library."""

@@ -18,7 +18,5 @@ def builtin_registry() -> Registry:
 def registry() -> Registry:
     """A fresh registry holding the engine test nodes under the 'test' namespace."""
     reg = Registry()
-    reg.current_plugin = "tests"
-    reg.add_module(engine_nodes)
-    reg.current_plugin = "core"
+    reg.registrar("tests").add_module(engine_nodes)
     return reg

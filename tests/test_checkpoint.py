@@ -111,10 +111,10 @@ needs_bundled = pytest.mark.skipif(not (BUNDLED / "digits_cfg_unet.safetensors")
 @needs_bundled
 def test_bundled_digits_models_load_with_metadata_and_sample_the_asked_digit():
     from nodes.data.digits import load_digits_tensors
-    from nodes.fields import model_field
-    from nodes.guidance import cfg
+    from nodes.fields import ModelField
+    from nodes.guidance import CFGField
     from nodes.paths import CondOTPath
-    from nodes.solvers import SOLVERS
+    from nodes.solvers import euler
     from nodes.time_grids import uniform_grid
 
     unet = load_model(BUNDLED / "digits_cfg_unet.safetensors", kind="backbone")
@@ -124,10 +124,11 @@ def test_bundled_digits_models_load_with_metadata_and_sample_the_asked_digit():
     with torch.no_grad():
         assert (clean(images[:300], torch.ones(300)).argmax(-1) == labels[:300]).float().mean() > 0.95
     wanted = torch.arange(10).repeat(2)
-    field = cfg(model_field(unet, CondOTPath()), Condition(labels=wanted), Condition(labels=torch.tensor([10])), 4.0)
+    null = Condition(labels=torch.tensor([10]))
+    field = CFGField(ModelField(unet, CondOTPath()), Condition(labels=wanted), null, 4.0)
     noise = torch.randn(20, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        samples = SOLVERS["euler"](field, noise, uniform_grid(8, 0.0, 1.0), None, None, None)
+        samples = euler(field, noise, uniform_grid(8, 0.0, 1.0))
         hits = (clean(samples.clamp(-1, 1), torch.ones(20)).argmax(-1) == wanted).float().mean()
     assert hits >= 0.8  # guided samples are recognisably the requested digits
 

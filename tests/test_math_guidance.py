@@ -3,9 +3,12 @@
 import pytest
 import torch
 
+from nodes import guidance_nodes
 from nodes.conditioning import Condition
-from nodes.fields import ModelField, condition_field
-from nodes.guidance import cfg, class_condition, classifier_guidance
+from nodes.field_nodes import condition_field
+from nodes.fields import ModelField
+from nodes.guidance import CFG
+from nodes.guidance_nodes import class_condition, classifier_guidance
 from nodes.models.mlp import MLPBackbone
 from nodes.paths import CondOTPath, CosinePath
 from nodes.solvers import euler
@@ -13,6 +16,13 @@ from nodes.time_grids import uniform_grid
 from nodes.toy import GMMClassifier, GMMField, preset_mixture
 
 GMM = preset_mixture("ring", 8, 4.0, 0.4, 1.0, 4)
+
+
+def cfg(*args, **kwargs):
+    """core/cfg called as plain Python: the `method` choice is passed as the component itself."""
+    return guidance_nodes.cfg(*args, method=CFG, **kwargs)
+
+
 NULL = class_condition(GMM.num_classes)
 LABEL = class_condition(1)
 

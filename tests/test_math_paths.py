@@ -3,15 +3,17 @@
 import pytest
 import torch
 
+from nodegraph import Context
 from nodes.conditioning import Condition
-from nodes.fields import ModelField, model_field
+from nodes.field_nodes import model_field
+from nodes.fields import ModelField
 from nodes.parameterization import (
     PREDICTIONS,
     convert,
-    convert_prediction,
     guidance_coefficient,
     score_to_velocity,
 )
+from nodes.path_nodes import convert_prediction
 from nodes.paths import (
     CondOTPath,
     CosinePath,
@@ -19,7 +21,6 @@ from nodes.paths import (
     PolynomialPath,
     VEPath,
     VPPath,
-    make_path,
     path_from_config,
 )
 from nodes.toy import GaussianMixture, GMMClassifier, GMMField, preset_mixture
@@ -67,9 +68,9 @@ def test_sample_and_target_broadcast_per_example_time(path):
 def test_path_config_round_trip_and_factory():
     for path in PATHS:
         assert path_from_config(path.config()) == path
-    assert make_path("vp", beta_min=0.2, beta_max=10.0) == VPPath(0.2, 10.0)
-    with pytest.raises(ValueError):
-        make_path("sub_vp")
+    assert path_from_config({"kind": "vp", "beta_min": 0.2, "beta_max": 10.0}) == VPPath(0.2, 10.0)
+    with pytest.raises(ValueError, match="unknown path kind 'sub_vp'"):
+        path_from_config({"kind": "sub_vp"})
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
@@ -154,7 +155,7 @@ class _PredictingBackbone(torch.nn.Module):
 def test_model_field_converts_any_prediction_to_the_velocity(kind):
     path = LinearVPPath()
     exact = GMMField(mixture(), path)
-    field = model_field(_PredictingBackbone(exact, kind), path, "auto")
+    field = model_field(Context("f", "core/model_field"), _PredictingBackbone(exact, kind), path, "auto")
     assert isinstance(field, ModelField) and field.prediction == kind
     x = torch.randn(50, 2, dtype=torch.float64)
     t = torch.linspace(0.05, 0.95, 50, dtype=torch.float64)

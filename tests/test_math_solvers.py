@@ -6,12 +6,15 @@ import pytest
 import torch
 
 from nodegraph import Cancelled, Context
-from nodes.fields import ModelField, VectorField
+from nodes.fields import CountingField, ModelField, VectorField
 from nodes.paths import CondOTPath, CosinePath, VEPath
 from nodes.sigma import SigmaSchedule
-from nodes.solvers import SOLVERS, CountingField, ddim, dopri5, euler, euler_maruyama, heun, ode_solve
+from nodes.solve_nodes import dopri5_solver, ode_solve
+from nodes.solvers import BUILTIN_SOLVERS, ddim, dopri5, euler, euler_maruyama, heun
 from nodes.time_grids import custom_grid, karras_grid, shift_times, uniform_grid
 from nodes.toy import GaussianMixture, GMMClassifier, GMMField
+
+SOLVERS = {solver.name: solver for solver in BUILTIN_SOLVERS}
 
 
 class LinearField(VectorField):
@@ -59,13 +62,13 @@ def test_ode_solve_node_reports_nfe_and_trajectory():
     x0 = torch.tensor([[1.0, -0.5]], dtype=torch.float64)
     counted = CountingField(LinearField())
     direct = dopri5(counted, x0, uniform_grid(4), rtol=1e-6, atol=1e-6)
-    out = ode_solve(ctx, LinearField(), x0, uniform_grid(4), method="dopri5", rtol=1e-6, atol=1e-6,
+    out = ode_solve(ctx, LinearField(), x0, uniform_grid(4), method=dopri5_solver(rtol=1e-6, atol=1e-6),
                     keep_trajectory=True)
     torch.testing.assert_close(out.latent, direct)
     assert out.nfe == counted.calls and out.trajectory.shape == (5, 1, 2)
     for i, t in enumerate(uniform_grid(4).tolist()):
         torch.testing.assert_close(out.trajectory[i], x0 * math.exp(math.sin(t)), rtol=1e-5, atol=1e-5)
-    rk = ode_solve(ctx, LinearField(), x0, uniform_grid(8), method="rk4")
+    rk = ode_solve(ctx, LinearField(), x0, uniform_grid(8), method=SOLVERS["rk4"])
     assert rk.nfe == 32 and rk.trajectory.shape == (2, 1, 2)
 
 

@@ -85,18 +85,16 @@ def test_socket_subtyping():
 
 def test_registry_rejects_clashes_and_unregistered_types():
     reg = Registry()
-    reg.current_plugin = "alpha"
-    reg.add_node(engine_nodes.add)
-    reg.current_plugin = "beta"
+    reg.registrar("alpha").add_node(engine_nodes.add)
     with pytest.raises(RegistryError, match="'alpha' and by 'beta'"):
-        reg.add_node(engine_nodes.add)
+        reg.registrar("beta").add_node(engine_nodes.add)
 
     @node("core/sneaky")
     def sneaky() -> int:
         return 1
 
     with pytest.raises(RegistryError, match="reserved"):
-        reg.add_node(sneaky)
+        reg.registrar("beta").add_node(sneaky)
 
     orphan = SocketType("ORPHAN")
 

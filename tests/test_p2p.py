@@ -9,7 +9,10 @@ from nodes.models.unet import UNet
 from nodes.p2p.controller import EditController, EditPlan
 from nodes.p2p.nodes import attention_maps, p2p_edit
 from nodes.paths import CondOTPath
+from nodes.solvers import Solver, euler
 from nodes.text.encoder import load_text_encoder
+
+EULER = Solver("euler", euler)
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +114,6 @@ class _Ctx:
 
 def test_attention_map_node_draws_one_tile_per_token(field, encoder):
     noise = torch.randn(1, 2, 8, 8)
-    image = attention_maps(_Ctx(), field, encoder, noise, torch.linspace(0, 1, 4), "a red circle", 2.0)
+    image = attention_maps(_Ctx(), field, encoder, noise, torch.linspace(0, 1, 4), "a red circle", 2.0, EULER)
     assert image.shape[:2] == (1, 3) and image.shape[3] == 3 * 64  # three word tokens, 64 px each
     assert 0 <= float(image.min()) and float(image.max()) <= 1

@@ -201,12 +201,11 @@ def test_plugin_node_schemas_are_complete_for_the_palette(plugin_sources):
     modules = {"sampler_example": nodegraph_sampler_example, "guidance_example": nodegraph_guidance_example,
                "backbone_example": nodegraph_backbone_example}
     for name, module in modules.items():
-        registry.current_plugin = name
-        if hasattr(module, "nodegraph_register_types"):
-            module.nodegraph_register_types(registry=registry)
-        module.nodegraph_register_nodes(registry=registry)
+        registrar = registry.registrar(name)
+        for hook in ("nodegraph_register_types", "nodegraph_register_components", "nodegraph_register_nodes"):
+            if hasattr(module, hook):
+                getattr(module, hook)(registry=registrar)
         assert module.NODEGRAPH_API_VERSION == 1
-    registry.current_plugin = "core"
     plugin_nodes = [t for t in registry.nodes.values() if t.plugin in PLUGINS]
     assert len(plugin_nodes) == 6
     for node_type in plugin_nodes:

@@ -200,9 +200,13 @@ def test_folder_plugin_node_runs_in_a_workflow(mixed, tmp_path):
 
 def test_registry_refuses_core_ids_from_plugins_directly():
     registry, _ = load_registry(entry_points=False)
-    registry.current_plugin = "mine"
+    mine = registry.registrar("mine")
     with pytest.raises(RegistryError, match="reserved for built-in nodes"):
-        registry.add_node(registry.get("core/seed").fn)
+        mine.add_node(registry.get("core/seed").fn)
+    with pytest.raises(AttributeError):
+        mine.plugin = "core"  # a plugin cannot rename itself to the built-in library
+    with pytest.raises(RegistryError, match="registered twice: by 'core' and by 'mine'"):
+        mine.add_component("solver", "euler", registry.component("solver", "euler"))
 
 
 # --- the CLI, in a subprocess -------------------------------------------------------------------------------

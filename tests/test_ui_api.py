@@ -53,9 +53,7 @@ def graph(size: int = 16, mode: str = "minmax", seed: int = 3) -> dict:
 @pytest.fixture(scope="module")
 def registry():
     reg, report = load_registry(entry_points=False)
-    reg.current_plugin = "tests"
-    reg.add_node(slow_images)
-    reg.current_plugin = "core"
+    reg.registrar("tests").add_node(slow_images)
     return reg
 
 

@@ -40,9 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     if default.exists():
         (folder / "default.json").write_text(default.read_text())
     registry, _ = load_registry(entry_points=False)
-    registry.current_plugin = "tests"
-    registry.add_node(slow_images)
-    registry.current_plugin = "core"
+    registry.registrar("tests").add_node(slow_images)
     session = Session(registry, device="cpu", output_dir=tmp_path_factory.mktemp("out"))
     running = BackgroundServer(create_server(build_app(session, workflows_dir=folder))).start()
     yield running

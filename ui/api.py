@@ -30,7 +30,7 @@ def registry_payload(session: Session) -> dict[str, Any]:
     registry = session.registry
     types = {name: {"color": t.color, "lineage": t.lineage(), "description": t.description, "widget": t.widget}
              for name, t in registry.types.items()}
-    nodes = {node_id: node_type.schema() for node_id, node_type in sorted(registry.nodes.items())}
+    nodes = {node_id: node_type.schema(registry) for node_id, node_type in sorted(registry.nodes.items())}
     return {"types": types, "nodes": nodes}
 
 

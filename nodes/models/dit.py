@@ -15,8 +15,8 @@ from torch import nn
 from nodes.conditioning import Condition
 
 from .attention import Attention, name_attention_modules
+from .base import PREDICTIONS, Backbone
 from .layers import TimeEmbedding, batch_times, class_labels, text_context
-from .unet import PREDICTIONS
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,7 @@ class DiTBlock(nn.Module):
         return x + gate2[:, None] * self.ff(modulate(self.norm2(x), shift2, scale2))
 
 
-class DiT(nn.Module):
+class DiT(Backbone):
     """Diffusion transformer over (image_size / patch_size)^2 patch tokens of width `dim`."""
 
     arch = "dit"

@@ -7,7 +7,10 @@ import math
 import torch
 from torch import nn
 
+from nodes.broadcast import batch_times
 from nodes.conditioning import Condition
+
+__all__ = ["batch_times", "class_labels", "group_norm", "text_context", "timestep_embedding", "TimeEmbedding"]
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> torch.Tensor:
@@ -19,16 +22,6 @@ def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, max_per
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb
-
-
-def batch_times(t: torch.Tensor | float, batch: int, device: torch.device) -> torch.Tensor:
-    """t as a (batch,) float tensor (a scalar or a 1-element tensor is broadcast)."""
-    t = torch.as_tensor(t, device=device, dtype=torch.float32)
-    if t.dim() == 0 or t.numel() == 1:
-        return t.reshape(1).expand(batch)
-    if t.shape != (batch,):
-        raise ValueError(f"t has shape {tuple(t.shape)}, expected ({batch},)")
-    return t
 
 
 def group_norm(channels: int, max_groups: int = 8) -> nn.GroupNorm:

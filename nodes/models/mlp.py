@@ -9,11 +9,11 @@ from torch import nn
 
 from nodes.conditioning import Condition
 
+from .base import PREDICTIONS, Backbone
 from .layers import TimeEmbedding, batch_times, class_labels
-from .unet import PREDICTIONS
 
 
-class MLPBackbone(nn.Module):
+class MLPBackbone(Backbone):
     """h_0 = W [x, emb(t) + emb(y)]; `depth` residual SiLU layers of width `hidden`; linear head to D.
 
     num_classes: class conditioning with null id = num_classes (None: unconditional).

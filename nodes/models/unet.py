@@ -15,9 +15,8 @@ from torch import nn
 from nodes.conditioning import Condition
 
 from .attention import Attention, name_attention_modules
+from .base import PREDICTIONS, Backbone
 from .layers import TimeEmbedding, batch_times, class_labels, group_norm, text_context
-
-PREDICTIONS = ("velocity", "epsilon", "x0")
 
 
 class ResBlock(nn.Module):
@@ -85,7 +84,7 @@ class Stage(nn.Module):
         return x if self.attn is None else self.attn(x, context, mask)
 
 
-class UNet(nn.Module):
+class UNet(Backbone):
     """U-Net backbone. `config` holds every constructor argument; `prediction` says what it outputs.
 
     in_channels/out_channels: image channels; image_size: side length (multiple of 2^(levels-1));

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
+from nodes.broadcast import batch_times
 from nodes.conditioning import Condition
 from nodes.fields import ModelField, VectorField
+from nodes.guidance import cfg_combine
 from nodes.models.attention import attention_processor
 
 from .alignment import refine_mapping, word_swap_mapping
@@ -83,9 +85,6 @@ class PromptToPromptField(VectorField):
 
     def __init__(self, field: ModelField, source: Condition, target: Condition, null: Condition, scale: float,
                  plan: EditPlan | None, blend: LocalBlend | None = None) -> None:
-        if not isinstance(field, ModelField):
-            raise TypeError("prompt-to-prompt needs a model field (core/model_field) straight from a backbone, "
-                            f"not a {type(field).__name__}")
         self.field = field
         self.backbone = field.backbone
         self.conds = (source, target)
@@ -100,7 +99,7 @@ class PromptToPromptField(VectorField):
         if x.shape[0] % 2:
             raise ValueError(f"x must hold source and target samples (an even batch), got {x.shape[0]}")
         n = x.shape[0] // 2
-        t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t
+        t = batch_times(t, x.shape[0], x.device, x.dtype)
         now = float(t[0])
         parts = [c.expand(n).to(x.device) for c in self.conds]
         xs, ts = x, t
@@ -112,7 +111,7 @@ class PromptToPromptField(VectorField):
         with attention_processor(self.backbone, controller):
             out = self.field(xs, ts, Condition.cat(parts))
         if self.scale != 1.0:
-            out = out[2 * n:] + self.scale * (out[:2 * n] - out[2 * n:])
+            out = cfg_combine(out[:2 * n], out[2 * n:], self.scale)
         if blending:
             assert self.blend is not None
             mask = blend_mask(controller.maps, n, self.blend.source_positions, self.blend.target_positions,
@@ -136,5 +135,19 @@ def guided_with_maps(field: ModelField, x: torch.Tensor, t: torch.Tensor, cond: 
     with attention_processor(field.backbone, controller):
         out = field(xs, ts, Condition.cat(parts))
     if scale != 1.0:
-        out = out[n:] + scale * (out[:n] - out[n:])
+        out = cfg_combine(out[:n], out[n:], scale)
     return out, controller.maps
+
+
+class MapRecordingField(VectorField):
+    """A guided field that keeps the cross-attention maps of every evaluation (for any solver)."""
+
+    def __init__(self, field: ModelField, cond: Condition, null: Condition, scale: float) -> None:
+        self.field, self.cond, self.null, self.scale = field, cond, null, float(scale)
+        self.path, self.clip = field.path, field.clip
+        self.maps: list[list] = []
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        velocity, maps = guided_with_maps(self.field, x, t, self.cond, self.null, self.scale)
+        self.maps.append(maps)
+        return velocity

@@ -9,20 +9,19 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from pydantic import Field
 
-from nodegraph import JSON, Context, Widget, node
-from nodes.fields import ModelField
+from nodegraph import JSON, Choice, Context, Widget, node
+from nodes.annotations import GuidanceScale
+from nodes.annotations import Unit as Fraction
 from nodes.image_io import pil_to_tensor, tensor_to_pil
-from nodes.sockets import IMAGE, TENSOR, TEXT_ENCODER, TIME_GRID, VECTOR_FIELD
+from nodes.sockets import IMAGE, MODEL_FIELD, SOLVER, TENSOR, TEXT_ENCODER, TIME_GRID, VECTOR_FIELD
 
-from .edit import LocalBlend, PromptToPromptField, build_plan, guided_with_maps, parse_words, tokenize
-
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+from .edit import LocalBlend, MapRecordingField, PromptToPromptField, build_plan, parse_words, tokenize
 
 
 @node("core/p2p_edit", category="attention editing", display_name="Prompt-to-prompt edit")
-def p2p_edit(field: VECTOR_FIELD, encoder: TEXT_ENCODER, source_prompt: str = "a red circle",
+def p2p_edit(field: MODEL_FIELD, encoder: TEXT_ENCODER, source_prompt: str = "a red circle",
              target_prompt: str = "a red square", edit: Literal["replace", "refine", "reweight"] = "replace",
-             guidance: Annotated[float, Field(ge=0, le=30)] = 4.0, cross_replace_steps: Fraction = 0.8,
+             guidance: GuidanceScale = 4.0, cross_replace_steps: Fraction = 0.8,
              self_replace_steps: Fraction = 0.4,
              self_replace_max_tokens: Annotated[int, Field(ge=0, le=65536)] = 64,
              word_windows: JSON = {},  # noqa: B006 - JSON widget default, never mutated
@@ -36,8 +35,6 @@ def p2p_edit(field: VECTOR_FIELD, encoder: TEXT_ENCODER, source_prompt: str = "a
     added (global token alignment); reweight: scale the attention of reweight_words by
     reweight_scale (also on top of the other edits). blend_words: only where those words attend may
     the target differ from the source (local blend, from t = blend_start)."""
-    if not isinstance(field, ModelField):
-        raise TypeError("connect the field straight from core/model_field (guidance is set here, by `guidance`)")
     if not isinstance(word_windows, dict) or not all(isinstance(v, (int, float)) for v in word_windows.values()):
         raise ValueError("word_windows must map words to fractions, e.g. {\"square\": 0.5}")
     target_prompt = target_prompt or source_prompt
@@ -86,32 +83,27 @@ def render_token_maps(maps: torch.Tensor, labels: list[str], tile: int = 64) -> 
 
 
 @node("core/attention_maps", category="attention editing", display_name="Attention maps per token", output_node=True)
-def attention_maps(ctx: Context, field: VECTOR_FIELD, encoder: TEXT_ENCODER, noise: TENSOR, grid: TIME_GRID,
+def attention_maps(ctx: Context, field: MODEL_FIELD, encoder: TEXT_ENCODER, noise: TENSOR, grid: TIME_GRID,
                    prompt: Annotated[str, Widget(kind="multiline")] = "a red circle",
-                   guidance: Annotated[float, Field(ge=0, le=30)] = 4.0) -> IMAGE:
-    """Generate from `prompt` with Euler steps on `grid` and show where each word's tokens attend:
-    cross-attention averaged over heads, layers (at the largest resolution) and steps, per token."""
-    if not isinstance(field, ModelField):
-        raise TypeError("connect the field straight from core/model_field")
+                   guidance: GuidanceScale = 4.0,
+                   method: Annotated[SOLVER, Choice("solver")] = "euler") -> IMAGE:
+    """Generate from `prompt` on `grid` with any registered solver and show where each word's tokens attend:
+    cross-attention averaged over heads, layers (at the largest resolution) and field evaluations, per token."""
     cond = encoder.encode([prompt])
     null = encoder.encode([""], length=cond.tokens.shape[1])
-    x = noise[:1].to(ctx.device)
-    total, count, size = None, 0, None
-    times = grid.to(x.device, x.dtype)
+    recorder = MapRecordingField(field, cond, null, guidance)
     with torch.no_grad():
-        for step in range(len(times) - 1):
-            t = times[step].expand(1)
-            velocity, maps = guided_with_maps(field, x, t, cond, null, guidance)
-            size = size or max((r for r, _ in maps if r is not None), key=lambda r: r[0] * r[1])
-            for resolution, probs in maps:
-                if resolution is None:
-                    continue
-                layer = probs[0].T.reshape(-1, 1, *resolution)
-                layer = F.interpolate(layer, size=size, mode="bilinear", align_corners=False)[:, 0]
-                total = layer if total is None else total + layer
-                count += 1
-            x = x + (times[step + 1] - times[step]) * velocity
-            ctx.progress(step + 1, len(times) - 1)
+        method(recorder, noise[:1].to(ctx.device), grid, None, ctx.progress)
+    total, count, size = None, 0, None
+    for maps in recorder.maps:
+        size = size or max((r for r, _ in maps if r is not None), key=lambda r: r[0] * r[1])
+        for resolution, probs in maps:
+            if resolution is None:
+                continue
+            layer = probs[0].T.reshape(-1, 1, *resolution)
+            layer = F.interpolate(layer, size=size, mode="bilinear", align_corners=False)[:, 0]
+            total = layer if total is None else total + layer
+            count += 1
     tokens = tokenize(encoder.tokenizer, prompt, cond.tokens.shape[1])
     keep = [p for p, w in enumerate(tokens.word_ids) if w is not None]
     labels = [encoder.tokenizer.convert_ids_to_tokens(tokens.ids[p]) for p in keep]

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nodes.conditioning import Condition
-from nodes.models.layers import batch_times, class_labels, timestep_embedding
+from nodes.api import Backbone, Condition, batch_times, class_labels, timestep_embedding
 
 PREDICTIONS = ("velocity", "epsilon", "x0")
 
@@ -32,7 +31,7 @@ class GatedBlock(nn.Module):
         return h + self.outer(nn.functional.silu(self.inner(h)) * (1 + self.gate(emb)))
 
 
-class FourierMLP(nn.Module):
+class FourierMLP(Backbone):
     """f(x, t, cond) -> tensor shaped like x, for x of shape (B, dim). See the module docstring."""
 
     arch = "fourier_mlp"

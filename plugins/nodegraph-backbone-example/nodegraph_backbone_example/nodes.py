@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import torch
 from pydantic import Field
 
 from nodegraph import Context, FilePath, node
-from nodes.sockets import MLP
+from nodes.api import MLP, CheckpointError, Prediction, Seed, load_model, read_metadata
 
 from .fourier_mlp import FourierMLP
 
@@ -20,8 +20,7 @@ def fourier_mlp(ctx: Context, dim: Annotated[int, Field(ge=1, le=4096)] = 2,
                 frequencies: Annotated[int, Field(ge=1, le=512)] = 16,
                 scale: Annotated[float, Field(gt=0, le=100)] = 1.0,
                 num_classes: Annotated[int, Field(ge=0, le=100000)] = 0,
-                prediction: Literal["velocity", "epsilon", "x0"] = "velocity",
-                seed: Annotated[int, Field(ge=0)] = 0) -> MLP:
+                prediction: Prediction = "velocity", seed: Seed = 0) -> MLP:
     """An untrained Fourier-feature MLP f(x, t, y) for (B, D) points: phi(x) = [cos 2 pi xB, sin 2 pi xB] with
     B ~ N(0, scale^2), gated residual blocks h + W2(silu(W1 h)(1 + g(e))). num_classes > 0: null id = num_classes.
     Weights drawn from `seed`; train it with core/train_flow_matching."""
@@ -35,9 +34,7 @@ def fourier_mlp(ctx: Context, dim: Annotated[int, Field(ge=1, le=4096)] = 2,
 def load_fourier_mlp(ctx: Context, file: FilePath) -> MLP:
     """Rebuild a fourier_mlp from a nodegraph .safetensors checkpoint (weights + JSON metadata with its config);
     a checkpoint of another architecture is refused with its name. Pickle files are never loaded."""
-    from nodes.models.checkpoint import CheckpointError, load_model, read_metadata
-
     arch = read_metadata(file)["arch"]
     if arch != FourierMLP.arch:
         raise CheckpointError(f"{file!r} holds a {arch!r} backbone, not a {FourierMLP.arch!r}; use core/load_backbone")
-    return load_model(file, ctx.device, kind="backbone")
+    return load_model(file, ctx.device, kind="backbone", architectures=ctx.components("architecture"))

@@ -8,6 +8,7 @@ x0 space is  d = x0_c - x0_u = -(beta / det) (u_c - u_u). APG replaces the CFG u
     x0~ = x0_c + (w - 1) (d_perp + eta d_par)
 and maps back to a velocity: u~ = u_c + (w - 1) (-det / beta) (d_perp + eta d_par).
 eta = 1, r = inf gives u~ = u_c + (w - 1)(u_c - u_u) = (1 - w) u_u + w u_c: plain CFG.
+APG is a guidance method (a combine rule): core/cfg evaluates cond and null in one batch and calls it.
 """
 
 from __future__ import annotations
@@ -16,44 +17,29 @@ import math
 
 import torch
 
-from nodes.conditioning import Condition
-from nodes.fields import VectorField, bind
+from nodes.api import GaussianPath, GuidanceMethod, expand_time
 
 
-def _per_sample(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return value.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+def apg_combine(u_c: torch.Tensor, u_u: torch.Tensor, scale: torch.Tensor | float, x: torch.Tensor,
+                t: torch.Tensor, path: GaussianPath | None, eta: float = 0.0, norm_threshold: float = 0.0,
+                beta_min: float = 1e-3) -> torch.Tensor:
+    """The guided velocity of the module formula; norm_threshold 0 means no cap."""
+    if path is None:
+        raise ValueError("APG needs a field with a Gaussian path (x0 predictions)")
+    tt = expand_time(t, x)
+    a, b = path.alpha(tt), path.beta(tt).clamp_min(beta_min)
+    da, db = path.d_alpha(tt), path.d_beta(tt)
+    det = a * db - b * da
+    x0_c = (db * x - b * u_c) / det
+    diff = -(b / det) * (u_c - u_u)
+    dims = tuple(range(1, x.dim()))
+    if norm_threshold > 0 and math.isfinite(norm_threshold):
+        norm = diff.norm(dim=dims, keepdim=True).clamp_min(1e-12)
+        diff = diff * (norm_threshold / norm).clamp(max=1.0)
+    unit = x0_c / x0_c.norm(dim=dims, keepdim=True).clamp_min(1e-12)
+    parallel = (diff * unit).sum(dim=dims, keepdim=True) * unit
+    update = (diff - parallel) + eta * parallel
+    return u_c + (scale - 1.0) * (-det / b) * update
 
 
-class APGField(VectorField):
-    """Guided velocity from one batched pass of cond and null through `field` (see the module formula)."""
-
-    def __init__(self, field: VectorField, cond: Condition, null: Condition, scale: float,
-                 eta: float = 0.0, norm_threshold: float = math.inf, beta_min: float = 1e-3) -> None:
-        self.field = field
-        self.cond, self.null = cond, null
-        self.scale, self.eta = float(scale), float(eta)
-        self.norm_threshold = float(norm_threshold)
-        self.beta_min = float(beta_min)
-        self.path = field.require_path()
-        self.clip = field.clip
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
-        both = self.field(torch.cat([x, x]), torch.cat([t, t]),
-                          Condition.cat([bind(self.cond, x), bind(self.null, x)]))
-        u_c, u_u = both[: x.shape[0]], both[x.shape[0]:]
-        if self.scale == 1.0:
-            return u_c
-        path = self.path
-        a, b = _per_sample(path.alpha(t), x), _per_sample(path.beta(t), x).clamp_min(self.beta_min)
-        da, db = _per_sample(path.d_alpha(t), x), _per_sample(path.d_beta(t), x)
-        det = a * db - b * da
-        x0_c = (db * x - b * u_c) / det
-        diff = -(b / det) * (u_c - u_u)
-        dims = tuple(range(1, x.dim()))
-        if math.isfinite(self.norm_threshold):
-            norm = diff.norm(dim=dims, keepdim=True).clamp_min(1e-12)
-            diff = diff * (self.norm_threshold / norm).clamp(max=1.0)
-        unit = x0_c / x0_c.norm(dim=dims, keepdim=True).clamp_min(1e-12)
-        parallel = (diff * unit).sum(dim=dims, keepdim=True) * unit
-        update = (diff - parallel) + self.eta * parallel
-        return u_c + (self.scale - 1.0) * (-det / b) * update
+APG = GuidanceMethod("apg", apg_combine, {"eta": 0.0, "norm_threshold": 0.0, "beta_min": 1e-3}, needs_path=True)

@@ -1,21 +1,25 @@
-"""nodegraph-sampler-example: a SAMPLER socket type and DPM-Solver++(2M) / stochastic DDIM samplers.
+"""nodegraph-sampler-example: DPM-Solver++(2M) and stochastic DDIM as registered solvers.
 
 nodegraph finds this module through the `nodegraph.plugins` entry point in pyproject.toml and calls
-the two hooks below; everything else is ordinary Python.
+the hooks below: both solvers then appear in core/ode_solve's `method` list, and the ddim_eta node
+sets that solver's options.
 """
 
 from nodegraph import hookimpl
+from nodes.api import Solver
 
 from . import nodes
-from .sockets import SAMPLER
+from .samplers import ddim_eta, dpmpp_2m
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 NODEGRAPH_API_VERSION = 1
 
 
 @hookimpl
-def nodegraph_register_types(registry):
-    registry.add_type(SAMPLER)
+def nodegraph_register_components(registry):
+    registry.add_component("solver", "dpmpp_2m", Solver("dpmpp_2m", dpmpp_2m, needs_path=True))
+    registry.add_component("solver", "ddim_eta", Solver("ddim_eta", ddim_eta, {"eta": 1.0, "seed": 0},
+                                                        needs_path=True))
 
 
 @hookimpl

@@ -15,20 +15,18 @@ On a grid uniform in t the last steps stay long in lambda; grids uniform in lamb
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import torch
 
-Callback = Callable[[int, int], None] | None
+from nodes.api import Callback, Condition, GaussianPath, VectorField
 
 
-def _coefficients(path: Any, t: float) -> tuple[float, float, float, float]:
+def _coefficients(path: GaussianPath, t: float) -> tuple[float, float, float, float]:
     tt = torch.tensor([t], dtype=torch.float64)
     return (float(path.alpha(tt)), float(path.beta(tt)), float(path.d_alpha(tt)), float(path.d_beta(tt)))
 
 
-def x0_eps(path: Any, x: torch.Tensor, u: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+def x0_eps(path: GaussianPath, x: torch.Tensor, u: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0, eps) from (x, u) at time t: the 2x2 linear solve above."""
     a, b, da, db = _coefficients(path, t)
     det = a * db - b * da
@@ -49,9 +47,11 @@ def _log_snr(a: float, b: float) -> float:
     return math.log(a) - math.log(b)
 
 
-def dpmpp_2m(field: Callable[..., torch.Tensor], path: Any, x: torch.Tensor, times: torch.Tensor,
-             cond: Any = None, callback: Callback = None) -> torch.Tensor:
-    """DPM-Solver++(2M): second-order multistep in x0 space, one field evaluation per step."""
+def dpmpp_2m(field: VectorField, x: torch.Tensor, times: torch.Tensor, cond: Condition | None = None,
+             callback: Callback = None, trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """DPM-Solver++(2M): second-order multistep in x0 space, one field evaluation per step, on the
+    field's own path (the nodes.api solver signature, so core/ode_solve can run it)."""
+    path = field.require_path()
     ts = [float(v) for v in times]
     total = len(ts) - 1
     x0_prev, h_prev = None, math.inf
@@ -70,15 +70,19 @@ def dpmpp_2m(field: Callable[..., torch.Tensor], path: Any, x: torch.Tensor, tim
             # = (beta_t/beta_s) x_s + (alpha_t - alpha_s beta_t/beta_s) D, using x_s = alpha_s x0 + beta_s eps
             x = a_t * d + b_t * (eps + a_s * (x0 - d) / b_s)
         x0_prev, h_prev = x0, h
+        if trajectory is not None:
+            trajectory.append(x)
         if callback is not None:
             callback(i + 1, total)
     return x
 
 
-def ddim_eta(field: Callable[..., torch.Tensor], path: Any, x: torch.Tensor, times: torch.Tensor,
-             cond: Any = None, callback: Callback = None, eta: float = 1.0,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """Stochastic DDIM: first order, one evaluation per step, fresh seeded noise g z each step."""
+def ddim_eta(field: VectorField, x: torch.Tensor, times: torch.Tensor, cond: Condition | None = None,
+             callback: Callback = None, trajectory: list[torch.Tensor] | None = None, eta: float = 1.0,
+             seed: int = 0) -> torch.Tensor:
+    """Stochastic DDIM: first order, one evaluation per step, fresh noise g z each step drawn from `seed`."""
+    path = field.require_path()
+    generator = torch.Generator(device=x.device).manual_seed(seed)
     ts = [float(v) for v in times]
     total = len(ts) - 1
     for i in range(total):
@@ -92,6 +96,8 @@ def ddim_eta(field: Callable[..., torch.Tensor], path: Any, x: torch.Tensor, tim
         x = a_t * x0 + math.sqrt(max(0.0, b_t * b_t - g * g)) * eps
         if g > 0:
             x = x + g * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if trajectory is not None:
+            trajectory.append(x)
         if callback is not None:
             callback(i + 1, total)
     return x

@@ -1,0 +1,30 @@
+"""The base class every backbone architecture follows (built-in and plugin ones alike)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..conditioning import Condition
+
+PREDICTIONS = ("velocity", "epsilon", "x0")
+
+
+class Backbone(nn.Module):
+    """A network f(x, t, cond) -> tensor shaped like x, in our time (t = 0 noise, t = 1 data).
+
+    Class attribute `arch`: the registered architecture name. Instance attributes: `config`, the JSON
+    constructor arguments (cls(**config) rebuilds it), and `prediction`, what it outputs (velocity,
+    epsilon or x0; core/model_field converts exactly). Class-conditional backbones set `num_classes`
+    and `null_label` (= num_classes, CFG's unconditional label). Route attention through
+    `nodes.api.Attention` so attention editing works on it.
+    """
+
+    arch: str = ""
+    config: dict[str, Any]
+    prediction: str = "velocity"
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        raise NotImplementedError
