@@ -7,12 +7,13 @@ from pydantic import Field
 
 from nodegraph import Context, node
 
+from .annotations import Seed
 from .sockets import IMAGE, TENSOR
 
 
 @node("core/random_tensor", category="tensor", display_name="Random tensor")
 def random_tensor(ctx: Context, shape: list[Annotated[int, Field(ge=1, le=65536)]] = [1, 3, 64, 64],  # noqa: B006
-                  seed: Annotated[int, Field(ge=0)] = 0,
+                  seed: Seed = 0,
                   distribution: Literal["normal", "uniform"] = "normal") -> TENSOR:
     """A tensor of Gaussian (or uniform [0, 1)) noise, reproducible from `seed` on the run's device."""
     numel = 1

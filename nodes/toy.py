@@ -20,6 +20,7 @@ from pydantic import Field
 
 from nodegraph import Context, node
 
+from .annotations import Seed
 from .conditioning import Condition
 from .fields import VectorField
 from .paths import GaussianPath
@@ -189,7 +190,7 @@ class ToySamples(NamedTuple):
 
 @node("core/toy_sample", category="toy", display_name="Sample toy mixture")
 def toy_sample(ctx: Context, mixture: MIXTURE, n: Annotated[int, Field(ge=1, le=1_000_000)] = 2000,
-               seed: Annotated[int, Field(ge=0)] = 0) -> ToySamples:
+               seed: Seed = 0) -> ToySamples:
     """n exact draws from the mixture: points (n, 2) and a labelled DATASET for training."""
     from .data.dataset import Dataset
 

@@ -27,7 +27,7 @@ PLUGINS = {"sampler_example": "nodegraph-sampler-example", "guidance_example": "
 PROBE = '''
 import torch
 from nodegraph import hookimpl, node
-from nodes.sockets import TENSOR
+from nodes.api import TENSOR
 
 @node("probe/stats", category="test")
 def stats(x: TENSOR) -> dict:
@@ -105,18 +105,28 @@ def test_plugins_command_lists_the_installed_examples(site):
     assert {"core", *PLUGINS} <= set(listed)
     for name in PLUGINS:
         info = listed[name]
-        assert info["error"] is None and info["version"] == "0.1.0"
+        assert info["error"] is None and info["version"] == "0.2.0"
         assert info["source"].startswith("entry point nodegraph_")
         assert info["nodes"] and all(n.startswith(f"{name}/") for n in info["nodes"])
-    assert listed["sampler_example"]["types"] == ["SAMPLER"]
-    assert set(listed["sampler_example"]["nodes"]) == {"sampler_example/dpmpp_2m", "sampler_example/ddim_eta",
-                                                       "sampler_example/sample"}
+    assert set(listed["sampler_example"]["nodes"]) == {"sampler_example/ddim_eta"}
+
+
+def test_plugin_components_are_choices_of_the_built_in_nodes(site):
+    """The plugins' solvers, guidance method and architecture are offered by the built-in nodes' dropdowns."""
+    proc = cli(site, "nodes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    nodes = {n["id"]: n for n in json.loads(proc.stdout)["nodes"]}
+    solvers = nodes["core/ode_solve"]["inputs"]["method"]["schema"]["enum"]
+    assert {"euler", "dopri5", "dpmpp_2m", "ddim_eta"} <= set(solvers)
+    assert "apg" in nodes["core/cfg"]["inputs"]["method"]["schema"]["enum"]
+    assert "rtol" not in nodes["core/ode_solve"]["inputs"]  # dopri5's options live on core/dopri5_solver
 
 
 def test_sampler_plugin_workflow_through_cli(site, probe_dir, tmp_path):
     """One Gaussian N((3, 0), 0.5^2 I): the ODE maps noise x to (3, 0) + 0.5 x, so the samples' stats are known."""
     shipped = ROOT / "plugins" / PLUGINS["sampler_example"] / "workflows" / "toy_dpmpp_2m.json"
     wf = workflow_with(shipped, tmp_path, {"stats": {"type": "probe/stats", "inputs": {"x": link("sample", "latent")}}})
+    assert json.loads(Path(wf).read_text())["nodes"]["sample"]["type"] == "core/ode_solve"
     proc = cli(site, "run", wf, "--plugins-dir", str(probe_dir), "--device", "cpu", "--events", "none",
                "--out", str(tmp_path), "--set", "mixture.components=1", "--set", "mixture.radius=3.0",
                "--set", "mixture.std=0.5", "--set", "mixture.num_classes=1")
@@ -129,14 +139,14 @@ def test_sampler_plugin_workflow_through_cli(site, probe_dir, tmp_path):
 
 
 def test_guidance_plugin_workflow_through_cli(site, probe_dir, tmp_path):
-    """APG with eta = 1 and no norm cap is exactly CFG: the same samples as core/cfg from the same noise."""
+    """APG with eta = 1 and no norm cap is exactly CFG: the same samples as core/cfg's own method."""
     shipped = ROOT / "plugins" / PLUGINS["guidance_example"] / "workflows" / "toy_apg.json"
     cfg_inputs = {"field": link("field", "vector_field"), "cond": link("label", "conditioning"),
                   "null": link("null", "conditioning"), "scale": 4.0}
     solve_inputs = {"field": link("cfg", "vector_field"), "noise": link("noise", "latent"),
                     "grid": link("grid", "time_grid"), "method": "euler"}
     extra = {
-        "cfg": {"type": "core/cfg", "inputs": cfg_inputs},
+        "cfg": {"type": "core/cfg", "inputs": {**cfg_inputs, "method": "cfg"}},
         "solve_cfg": {"type": "core/ode_solve", "inputs": solve_inputs},
         "diff": {"type": "probe/max_abs_diff",
                  "inputs": {"a": link("solve", "latent"), "b": link("solve_cfg", "latent")}},
@@ -147,6 +157,11 @@ def test_guidance_plugin_workflow_through_cli(site, probe_dir, tmp_path):
                "--set", "apg.eta=1.0", "--set", "apg.norm_threshold=0")
     assert proc.returncode == 0, proc.stderr
     assert printed(proc.stdout, "diff.float") < 1e-4
+    proc = cli(site, "run", wf, "--plugins-dir", str(probe_dir), "--device", "cpu", "--events", "none",
+               "--out", str(tmp_path), "--set", "noise.shape=[200,2]", "--set", "grid.steps=10",
+               "--set", "apg.eta=0.0", "--set", "apg.norm_threshold=0")
+    assert proc.returncode == 0, proc.stderr
+    assert printed(proc.stdout, "diff.float") > 1e-2  # eta = 0 drops the parallel part: not CFG any more
 
 
 def test_backbone_plugin_train_save_load_sample_through_cli(site, probe_dir, tmp_path):
@@ -176,12 +191,17 @@ def _safetensors_metadata(path: Path) -> dict:
 
 
 def test_missing_plugin_is_named_by_namespace(tmp_path):
-    """Without the plugin installed, a workflow using its nodes says which namespace is missing."""
+    """Without the plugin installed, a workflow using its nodes says which namespace is missing, and one
+    using its solver names the solver and the registered ones."""
+    shipped = ROOT / "plugins" / PLUGINS["guidance_example"] / "workflows" / "toy_apg.json"
+    proc = cli(tmp_path, "validate", str(shipped))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "unknown node type 'guidance_example/apg'" in proc.stderr
+    assert "namespace 'guidance_example'" in proc.stderr
     shipped = ROOT / "plugins" / PLUGINS["sampler_example"] / "workflows" / "toy_dpmpp_2m.json"
     proc = cli(tmp_path, "validate", str(shipped))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "unknown node type 'sampler_example/sample'" in proc.stderr
-    assert "namespace 'sampler_example'" in proc.stderr
+    assert "unknown solver 'dpmpp_2m'" in proc.stderr and "registered: [" in proc.stderr
 
 
 # --- in-process checks of the plugins' math and schemas (imported from the source folders) ---------------------
@@ -207,9 +227,9 @@ def test_plugin_node_schemas_are_complete_for_the_palette(plugin_sources):
                 getattr(module, hook)(registry=registrar)
         assert module.NODEGRAPH_API_VERSION == 1
     plugin_nodes = [t for t in registry.nodes.values() if t.plugin in PLUGINS]
-    assert len(plugin_nodes) == 6
+    assert len(plugin_nodes) == 4
     for node_type in plugin_nodes:
-        schema = json.loads(json.dumps(node_type.schema()))  # JSON-serialisable, as served to the browser
+        schema = json.loads(json.dumps(node_type.schema(registry)))  # JSON-serialisable, as served to the browser
         assert schema["plugin"] == node_type.id.split("/")[0]
         assert schema["category"] in {"solvers", "guidance", "models"}
         assert schema["display_name"] and len(schema["description"]) > 40
@@ -234,14 +254,14 @@ def test_dpmpp_2m_is_second_order_and_beats_euler(plugin_sources):
 
     from nodes.solvers import euler
 
-    path, field = _single_gaussian()
+    _, field = _single_gaussian()
     x = torch.randn(256, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     mean = torch.tensor([3.0, 0.0], dtype=torch.float64)
 
     def error(solver, steps: int, t_end: float) -> float:
         grid = torch.linspace(0, t_end, steps + 1, dtype=torch.float64)
         exact = t_end * mean + math.sqrt(t_end**2 * 0.25 + (1 - t_end) ** 2) * x
-        run = solver(field, path, x, grid) if solver is dpmpp_2m else solver(field, x, grid)
+        run = solver(field, x, grid)
         return float((run - exact).abs().max())
 
     coarse, fine = error(dpmpp_2m, 10, 0.5), error(dpmpp_2m, 20, 0.5)
@@ -253,27 +273,27 @@ def test_stochastic_ddim_converges_to_the_marginals(plugin_sources):
     """eta = 1 re-noises every step; the final std's bias against the data std 0.5 shrinks like h (first order)."""
     from nodegraph_sampler_example.samplers import ddim_eta
 
-    path, field = _single_gaussian()
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(5000, 2, generator=generator, dtype=torch.float64)
+    _, field = _single_gaussian()
+    x = torch.randn(5000, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     runs = {}
     for steps in (20, 80):
         grid = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-        runs[steps] = ddim_eta(field, path, x, grid, eta=1.0, generator=generator)
+        runs[steps] = ddim_eta(field, x, grid, eta=1.0, seed=steps)
     bias = {steps: abs(float(run.std(0).mean()) - 0.5) for steps, run in runs.items()}
     assert bias[20] / bias[80] > 2.5 and bias[80] < 0.03
     assert runs[80].mean(0).tolist() == pytest.approx([3.0, 0.0], abs=0.02)
     grid = torch.linspace(0, 1, 21, dtype=torch.float64)
-    deterministic = ddim_eta(field, path, x, grid, eta=0.0)
-    assert torch.equal(deterministic, ddim_eta(field, path, x, grid, eta=0.0))
+    deterministic = ddim_eta(field, x, grid, eta=0.0)
+    assert torch.equal(deterministic, ddim_eta(field, x, grid, eta=0.0))
     assert float((runs[20] - deterministic).abs().mean()) > 0.1  # the noise really changes the samples
 
 
 def test_apg_update_is_orthogonal_to_the_conditional_prediction(plugin_sources):
     """eta = 0: x0(u~) - x0(u_c) has no component along x0(u_c); a norm cap r bounds it by (w - 1) r."""
-    from nodegraph_guidance_example.apg import APGField
+    from nodegraph_guidance_example.apg import APG
 
     from nodes.conditioning import Condition
+    from nodes.guidance import CFGField
     from nodes.paths import CondOTPath
     from nodes.toy import GMMField, preset_mixture
 
@@ -287,9 +307,9 @@ def test_apg_update_is_orthogonal_to_the_conditional_prediction(plugin_sources):
     def x0(u):  # CondOT: x = t x0 + (1 - t) eps, u = x0 - eps  =>  x0 = x + (1 - t) u
         return x + 0.6 * u
 
-    guided = APGField(field, cond, null, scale=4.0, eta=0.0)(x, t)
+    guided = CFGField(field, cond, null, 4.0, method=APG.configured(eta=0.0))(x, t)
     delta = x0(guided) - x0(u_c)
     assert float(delta.abs().max()) > 0.1
     assert torch.allclose((delta * x0(u_c)).sum(-1), torch.zeros(64), atol=1e-4)
-    capped = APGField(field, cond, null, scale=4.0, eta=1.0, norm_threshold=0.1)(x, t)
+    capped = CFGField(field, cond, null, 4.0, method=APG.configured(eta=1.0, norm_threshold=0.1))(x, t)
     assert float((x0(capped) - x0(u_c)).norm(dim=-1).max()) <= 3 * 0.1 + 1e-5

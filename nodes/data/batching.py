@@ -9,6 +9,7 @@ from pydantic import Field
 
 from nodegraph import JSON, Context, node
 
+from ..annotations import Seed
 from ..conditioning import Condition
 from ..sockets import CONDITIONING, DATASET, LATENT
 from .dataset import Dataset
@@ -31,7 +32,7 @@ def batch_indices(size: int, batch_size: int, index: int, shuffle: bool, generat
 @node("core/dataset_batch", category="data", display_name="Dataset batch")
 def dataset_batch(ctx: Context, dataset: DATASET, batch_size: Annotated[int, Field(ge=1, le=4096)] = 16,
                   index: Annotated[int, Field(ge=0)] = 0, shuffle: bool = True,
-                  seed: Annotated[int, Field(ge=0)] = 0) -> DatasetBatch:
+                  seed: Seed = 0) -> DatasetBatch:
     """Batch `index` of an epoch (shuffled by `seed`): images in [-1, 1], labels as a condition, captions."""
     if not isinstance(dataset, Dataset):
         raise TypeError(f"expected a labelled DATASET, got {type(dataset).__name__}")

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from nodegraph import Context, node
 
+from ..annotations import Seed
 from ..sockets import DATASET, IMAGE
 from .dataset import Dataset
 
@@ -126,7 +127,7 @@ def make_shapes(count: int, seed: int = 0, size: int = 32, chunk: int = 1024) ->
 
 @node("core/shapes_dataset", category="data", display_name="Captioned shapes dataset")
 def shapes_dataset(ctx: Context, count: Annotated[int, Field(ge=1, le=1_000_000)] = 4096,
-                   seed: Annotated[int, Field(ge=0)] = 0, size: Annotated[int, Field(ge=8, le=256)] = 32) -> DATASET:
+                   seed: Seed = 0, size: Annotated[int, Field(ge=8, le=256)] = 32) -> DATASET:
     """Procedural captioned shapes ("a small red circle at the top left on a white background").
 
     Images (N, 3, size, size) in [-1, 1], captions, and the attribute indices (shape, colour, size,
