@@ -10,8 +10,6 @@ so loading rebuilds the module from the registry below and then fills in the wei
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nodegraph import Context, FilePath, node
+from nodegraph import Context, FilePath, atomic_path, node
 
 from ..sockets import BACKBONE, CLASSIFIER
 from .classifier import NoisyClassifier
@@ -80,21 +78,13 @@ def _check_path(path: Path) -> None:
 
 
 def save_model(model: nn.Module, path: str | Path) -> Path:
-    """Write weights + metadata atomically: a temporary file in the same folder, then os.replace."""
+    """Write weights + metadata atomically (`nodegraph.atomic_path`: temp file, fsync, rename)."""
     path = Path(path).expanduser()
     _check_path(path)
     meta = model_metadata(model)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temp:
         save_file(tensors, temp, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary readable file
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
     return path
 
 
