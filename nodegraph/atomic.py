@@ -61,8 +61,10 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, mode: int = 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = _create_temp(target, mode)
+    permissions = temp.stat().st_mode & 0o7777  # `mode` less the umask, as os.open applied it
     try:
         yield temp
+        os.chmod(temp, permissions)  # a writer may have replaced the file (safetensors writes it as 0600)
         _fsync(temp, os.O_RDONLY)
         _publish(temp, target, overwrite)
     finally:

@@ -29,6 +29,17 @@ def test_mode_is_ordinary_and_respects_umask(tmp_path):
     assert (tmp_path / "b").stat().st_mode & 0o777 == 0o600
 
 
+def test_path_writer_that_recreates_the_file_still_gets_ordinary_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "w.safetensors") as temp:
+            temp.unlink()  # as writers that create their own file do
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT, 0o600))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
+
+
 def test_exception_mid_write_publishes_nothing_and_leaves_no_temp(tmp_path):
     target = tmp_path / "m.safetensors"
     target.write_bytes(b"old")
