@@ -18,8 +18,7 @@ from nodegraph import Context, node
 
 from ..models.training_info import TrainingInfo
 from ..sockets import CLASSIFIER, DATASET, PATH
-from .common import Optimisation, train_in_run
-from .flow_matching import describe_dataset
+from .common import Optimisation, describe_dataset, train_in_run
 
 
 def classifier_loss_fn(path, images: torch.Tensor, labels: torch.Tensor, batch_size: int, t_min: float,  # noqa: ANN001

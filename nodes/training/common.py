@@ -121,6 +121,14 @@ def fit(model: nn.Module, loss_fn: LossFn, opt: Optimisation, progress: Callable
     return Fitted(ema, losses)
 
 
+def describe_dataset(dataset) -> dict[str, object]:  # noqa: ANN001
+    """The dataset's own summary for checkpoint metadata, else its type name and size."""
+    describe = getattr(dataset, "describe", None)
+    if callable(describe):
+        return describe()
+    return {"name": type(dataset).__name__, "size": int(dataset.images.shape[0])}
+
+
 def train_in_run(ctx: Context, model: nn.Module, make_loss: MakeLoss, opt: Optimisation, info: TrainingInfo,
                  checkpoint_every: int = 0, checkpoint_prefix: str = "model") -> Fitted:
     """The set-up of every training node: `fit` a copy of `model` on the run's device with the loss

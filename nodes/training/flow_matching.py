@@ -20,7 +20,7 @@ from nodegraph import Context, node
 from ..conditioning import Condition
 from ..models.training_info import TrainingInfo
 from ..sockets import BACKBONE, DATASET, PATH
-from .common import Optimisation, train_in_run
+from .common import Optimisation, describe_dataset, train_in_run
 
 ConditionFn = Callable[[torch.Tensor, torch.Tensor], Condition | None]
 """condition_fn(indices (B,), dropped (B,) bool) -> the Condition for that batch (text models plug in here)."""
@@ -60,14 +60,6 @@ def flow_matching_loss_fn(path, images: torch.Tensor, condition_fn: ConditionFn,
         target = regression_target(model.prediction, path, z, eps, t)
         return (model(x_t, t, condition_fn(indices, dropped)) - target).pow(2).mean()
     return loss
-
-
-def describe_dataset(dataset) -> dict[str, object]:  # noqa: ANN001
-    """The dataset's own summary for checkpoint metadata, else its type name and size."""
-    describe = getattr(dataset, "describe", None)
-    if callable(describe):
-        return describe()
-    return {"name": type(dataset).__name__, "size": int(dataset.images.shape[0])}
 
 
 @node("core/train_flow_matching", category="training", display_name="Train flow matching")

@@ -16,8 +16,7 @@ from ..models.checkpoint import save_model
 from ..models.training_info import TrainingInfo
 from ..models.vae import AutoencoderKL, kl_divergence
 from ..sockets import DATASET, VAE
-from .common import LossFn, Optimisation, train_in_run
-from .flow_matching import describe_dataset
+from .common import LossFn, Optimisation, describe_dataset, train_in_run
 
 
 @torch.no_grad()
