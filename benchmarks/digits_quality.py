@@ -41,8 +41,8 @@ def heldout_accuracy(steps: int) -> float:
     """Train the clean classifier's architecture on 80 % of the digits (seeded split), score the other 20 %."""
     from nodes.data.digits import load_digits_tensors
     from nodes.models.classifier import NoisyClassifier
-    from nodes.training.classifier_training import train_classifier_model
-    from nodes.training.common import Optimisation
+    from nodes.training.classifier_training import classifier_loss_fn
+    from nodes.training.common import Optimisation, fit
 
     images, labels = load_digits_tensors(16)
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
@@ -50,9 +50,9 @@ def heldout_accuracy(steps: int) -> float:
     with torch.random.fork_rng():
         torch.manual_seed(1)
         net = NoisyClassifier(1, 16, 32, (1, 2, 2), 10)
-    model, _ = train_classifier_model(net, CondOTPath(), images[train], labels[train],
-                                      Optimisation(steps=steps, lr=2e-3, ema_decay=0.995, warmup=100),
-                                      batch_size=64, clean=True)
+    loss = classifier_loss_fn(CondOTPath(), images[train], labels[train], 64, 0.0, True,
+                              torch.Generator().manual_seed(0))
+    model, _ = fit(net, loss, Optimisation(steps=steps, lr=2e-3, ema_decay=0.995, warmup=100))
     return accuracy(model, images[test], labels[test])
 
 

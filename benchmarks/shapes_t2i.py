@@ -24,7 +24,7 @@ from nodes.data.shapes import ATTRIBUTES, make_shapes, measure_shapes
 from nodes.fields import ModelField
 from nodes.guidance import CFGField
 from nodes.models.checkpoint import bundled_path, load_model
-from nodes.models.vae import load_vae, resolve_vae_file
+from nodes.models.vae_nodes import resolve_vae_file
 from nodes.paths import CondOTPath
 from nodes.solvers import euler
 from nodes.text.encoder import load_text_encoder
@@ -39,7 +39,7 @@ def agreement(prompts: int, scale: float, steps: int, seed: int = 0) -> dict[str
     cond = encoder.encode(list(data.captions))
     null = encoder.encode([""])
     model = load_model(bundled_path("shapes_t2i"), "cpu", kind="backbone")
-    vae = load_vae(resolve_vae_file("shapes"))
+    vae = load_model(resolve_vae_file("shapes"), kind="vae")
     field = CFGField(ModelField(model, CondOTPath()), cond, null, scale)
     noise = torch.randn(prompts, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -53,7 +53,7 @@ def agreement(prompts: int, scale: float, steps: int, seed: int = 0) -> dict[str
 
 
 def vae_error(count: int = 1024) -> float:
-    vae = load_vae(resolve_vae_file("shapes"))
+    vae = load_model(resolve_vae_file("shapes"), kind="vae")
     images = (make_shapes(count, seed=12345).images + 1) / 2
     return float((vae.latents_to_images(vae.images_to_latents(images)) - images).pow(2).mean())
 

@@ -4,6 +4,7 @@ This module is the public API for users and plugin authors; everything imported 
 compatible within a plugin API version (`API_VERSION`).
 """
 
+from .atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from .cache import LRUCache
 from .context import Cancelled, CancelToken, Context
 from .events import Event
@@ -22,7 +23,8 @@ __all__ = [
     "ANY", "API_VERSION", "BOOLEAN", "FLOAT", "INT", "JSON", "STRING", "CancelToken", "Cancelled", "Choice",
     "Context", "Event", "FilePath", "LRUCache", "Lazy", "Link", "NodeFailed", "NodeType", "Plan",
     "PluginLoader", "Problem", "Registry", "RegistryError", "RunCancelled", "RunResult", "Session",
-    "SocketType", "Widget", "Workflow", "WorkflowFormatError", "WorkflowInvalid", "can_connect",
+    "SocketType", "Widget", "Workflow", "WorkflowFormatError", "WorkflowInvalid", "atomic_path",
+    "atomic_write_bytes", "atomic_write_text", "can_connect",
     "compile_workflow", "default_registry", "hookimpl", "load_registry", "node", "resolve_device", "run",
     "validate",
 ]

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .plugins import API_VERSION, ENTRY_POINT_GROUP
 from .registry import RESERVED_NAMESPACES
 
@@ -174,7 +175,5 @@ def new_plugin(name: str, directory: str | Path = ".") -> Path:
     if root.exists():
         raise ScaffoldError(f"{root} already exists; choose another name or --dir")
     for relative, text in files_for(names).items():
-        target = root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        atomic_write_text(root / relative, text, overwrite=False)
     return root

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,7 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from nodegraph import Context, FilePath, node
+from nodegraph import Context, FilePath, atomic_write_bytes, node
 
 from .sockets import IMAGE
 
@@ -53,32 +52,21 @@ def resolve_output_folder(root: str | os.PathLike, folder: str) -> Path:
 
 
 def save_png_numbered(image: Image.Image, folder: Path, prefix: str) -> Path:
-    """Write `prefix_00001.png` (next free number) atomically: temp file, fsync, then hard-link.
+    """Write `prefix_00001.png` (next free number) with `atomic_write_bytes(overwrite=False)`.
 
-    `os.link` fails if the name exists, so two writers never overwrite each other, and a reader
-    never sees a half-written PNG under the final name.
+    Publishing by hard link fails if the name exists, so two writers never overwrite each other (the
+    loser takes the next number), and a reader never sees a half-written PNG under the final name.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{prefix}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)\.png$")
-        used = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
-        number = max(used, default=0) + 1
-        while True:
-            target = folder / f"{prefix}_{number:05d}.png"
-            try:
-                os.link(tmp, target)
-                return target
-            except FileExistsError:
-                number += 1
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)\.png$")
+    used = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))] if folder.is_dir() else []
+    number = max(used, default=0) + 1
+    while True:
+        try:
+            return atomic_write_bytes(folder / f"{prefix}_{number:05d}.png", buffer.getvalue(), overwrite=False)
+        except FileExistsError:
+            number += 1
 
 
 @node("core/save_image", category="image", display_name="Save image", outputs=("paths",), side_effect=True)

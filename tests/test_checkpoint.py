@@ -1,6 +1,7 @@
 """Checkpoints: safetensors + JSON metadata round trip; clear errors for pickles, bad files, mismatches."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,17 @@ from nodes.models.checkpoint import CheckpointError, load_model, read_metadata, 
 from nodes.models.classifier import NoisyClassifier
 from nodes.models.dit import DiT
 from nodes.models.mlp import MLPBackbone
+from nodes.models.training_info import TrainingInfo, training_info, with_training_info
 from nodes.models.unet import UNet
 
 from .test_backbones import randomised
 from .test_training import one_thread  # noqa: F401  (autouse: one thread for tiny models)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @pytest.mark.parametrize("model, x", [
@@ -27,8 +35,9 @@ from .test_training import one_thread  # noqa: F401  (autouse: one thread for ti
 ])
 def test_backbone_round_trip_is_exact(tmp_path, model, x):
     model = randomised(model)
-    model.training_info = {"steps": 7, "path": {"kind": "cond_ot"}}
-    file = save_model(model, tmp_path / "m.safetensors")
+    info = TrainingInfo("flow_matching", steps=7, path={"kind": "cond_ot"}, settings={"label_dropout": 0.1})
+    file = save_model(with_training_info(model, info), tmp_path / "m.safetensors")
+    assert file.stat().st_mode & 0o777 == 0o644 & ~current_umask()  # an ordinary file, not mkstemp's 0600
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind
     loaded = load_model(file)
     t = torch.rand(2)
@@ -38,7 +47,7 @@ def test_backbone_round_trip_is_exact(tmp_path, model, x):
     with torch.no_grad():  # same weights; kernels may differ in the last bit with memory layout
         torch.testing.assert_close(loaded(x, t, cond), model(x, t, cond), atol=1e-6, rtol=1e-6)
     assert loaded.config == model.config and loaded.prediction == model.prediction
-    assert loaded.training_info == {"steps": 7, "path": {"kind": "cond_ot"}}
+    assert training_info(loaded) == info
     assert not any(p.requires_grad for p in loaded.parameters())
     meta = read_metadata(file)
     assert meta["arch"] == model.arch and meta["kind"] == "backbone"
@@ -119,7 +128,7 @@ def test_bundled_digits_models_load_with_metadata_and_sample_the_asked_digit():
 
     unet = load_model(BUNDLED / "digits_cfg_unet.safetensors", kind="backbone")
     clean = load_model(BUNDLED / "digits_clean_classifier.safetensors", kind="classifier")
-    assert unet.training_info["path"] == {"kind": "cond_ot"} and unet.null_label == 10
+    assert training_info(unet).path == {"kind": "cond_ot"} and unet.null_label == 10
     images, labels = load_digits_tensors(16)
     with torch.no_grad():
         assert (clean(images[:300], torch.ones(300)).argmax(-1) == labels[:300]).float().mean() > 0.95

@@ -18,7 +18,7 @@ import gradio as gr
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from nodegraph import NodeFailed, RunCancelled, Session, Workflow, WorkflowFormatError
+from nodegraph import NodeFailed, RunCancelled, Session, Workflow, WorkflowFormatError, atomic_write_bytes
 
 from .api import MAX_UPLOAD_BYTES, build_router
 from .runs import RunManager, collect_outputs, display_targets, problems_of
@@ -72,7 +72,7 @@ def run_workflow_json(session: Session, workflow_json: str, folder: Path) -> tup
     for node_id, pngs in images.items():
         for index, png in enumerate(pngs):
             path = folder / f"{node_id}_{index:03d}.png"
-            path.write_bytes(png)
+            atomic_write_bytes(path, png)
             files.append(str(path))
             image_files.setdefault(node_id, []).append(path.name)
     summary = {"ok": True, "ran": result.ran, "cached": result.cached, "seconds": round(result.seconds, 4),

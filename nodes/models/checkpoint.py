@@ -2,16 +2,15 @@
 
 The metadata (key "nodegraph" of the safetensors header) names the architecture and its config,
 so loading rebuilds the module from the registry below and then fills in the weights:
-{"format": "nodegraph/model", "version": 1, "kind": "backbone" | "classifier", "arch": "unet",
+{"format": "nodegraph/model", "version": 1, "kind": "backbone" | "classifier" | "vae", "arch": "unet",
  "config": {...}, "prediction": "velocity", "conditioning": "class" | "text" | "none",
- "training": {"path": {...}, "dataset": {...}, "steps": 2000, ...}}.
+ "training": {"path": {...}, "dataset": {...}, "steps": 2000, ...}}  (see `TrainingInfo`).
+Every model kind, the VAE included, is saved and loaded by this one module.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,13 +18,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nodegraph import Context, FilePath, node
+from nodegraph import Context, FilePath, atomic_path, node
 
 from ..sockets import BACKBONE, CLASSIFIER
 from .classifier import NoisyClassifier
 from .dit import DiT
 from .mlp import MLPBackbone
+from .training_info import TrainingInfo, training_info, with_training_info
 from .unet import UNet
+from .vae import AutoencoderKL
 
 FORMAT = "nodegraph/model"
 VERSION = 1
@@ -46,7 +47,8 @@ def register_architecture(cls: type[nn.Module], kind: str, name: str | None = No
     ARCHITECTURES[name or cls.arch] = (cls, kind)  # type: ignore[attr-defined]
 
 
-for _cls, _kind in ((UNet, "backbone"), (DiT, "backbone"), (MLPBackbone, "backbone"), (NoisyClassifier, "classifier")):
+for _cls, _kind in ((UNet, "backbone"), (DiT, "backbone"), (MLPBackbone, "backbone"), (NoisyClassifier, "classifier"),
+                    (AutoencoderKL, "vae")):
     register_architecture(_cls, _kind)
 
 
@@ -60,15 +62,16 @@ def conditioning_kind(model: nn.Module) -> str:
     return "none"
 
 
-def model_metadata(model: nn.Module) -> dict[str, Any]:
-    """The JSON metadata stored with `model`'s weights."""
+def model_metadata(model: nn.Module, training: TrainingInfo | None = None) -> dict[str, Any]:
+    """The JSON metadata stored with `model`'s weights; `training` defaults to `training_info(model)`."""
+    training = training or training_info(model)
     arch = getattr(model, "arch", None)
     if arch not in ARCHITECTURES or not isinstance(getattr(model, "config", None), dict):
         raise TypeError(f"{type(model).__name__} is not a registered architecture with a config "
                         f"(known: {sorted(ARCHITECTURES)})")
     return {"format": FORMAT, "version": VERSION, "kind": ARCHITECTURES[arch][1], "arch": arch,
             "config": model.config, "prediction": getattr(model, "prediction", None),
-            "conditioning": conditioning_kind(model), "training": getattr(model, "training_info", {})}
+            "conditioning": conditioning_kind(model), "training": training.to_json() if training else {}}
 
 
 def _check_path(path: Path) -> None:
@@ -79,22 +82,17 @@ def _check_path(path: Path) -> None:
         raise CheckpointError(f"{str(path)!r}: a checkpoint must be a .safetensors file")
 
 
-def save_model(model: nn.Module, path: str | Path) -> Path:
-    """Write weights + metadata atomically: a temporary file in the same folder, then os.replace."""
+def save_model(model: nn.Module, path: str | Path, training: TrainingInfo | None = None) -> Path:
+    """Write weights + metadata atomically (`nodegraph.atomic_path`: temp file, fsync, rename).
+
+    `training` (default: the model's attached `training_info`) becomes the metadata's "training".
+    """
     path = Path(path).expanduser()
     _check_path(path)
-    meta = model_metadata(model)
+    meta = model_metadata(model, training)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temp:
         save_file(tensors, temp, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary readable file
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
     return path
 
 
@@ -111,12 +109,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             header = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {error}") from error
-    if META_KEY not in header:
+    if META_KEY not in header and header.get("kind") != "vae":
         raise CheckpointError(f"{str(path)!r} has no nodegraph metadata (was it saved by nodegraph?)")
     try:
-        meta = json.loads(header[META_KEY])
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{str(path)!r}: metadata is not valid JSON: {error}") from error
+        meta = json.loads(header[META_KEY]) if META_KEY in header else legacy_vae_metadata(header)
+    except (KeyError, TypeError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(f"{str(path)!r}: metadata is not valid JSON: {error!r}") from error
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r}: metadata format is not {FORMAT!r}")
     if meta.get("arch") not in ARCHITECTURES:
@@ -125,6 +123,15 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{str(path)!r}: metadata has no config object")
     return meta
+
+
+def legacy_vae_metadata(header: dict[str, str]) -> dict[str, Any]:
+    """Metadata of a VAE file written before VAEs used this format: flat header strings
+    {"kind": "vae", "arch", "config": JSON string, "scaling_factor": repr(float)}; same tensor names.
+    Loading converts it; `save_model(load_model(old, kind="vae"), new)` rewrites a file in this format."""
+    config = {**json.loads(header["config"]), "scaling_factor": float(header["scaling_factor"])}
+    return {"format": FORMAT, "version": VERSION, "kind": "vae", "arch": header["arch"], "config": config,
+            "prediction": None, "conditioning": "none", "training": {}}
 
 
 def load_model(path: str | Path, device: str = "cpu", kind: str | None = None) -> nn.Module:
@@ -148,7 +155,7 @@ def load_model(path: str | Path, device: str = "cpu", kind: str | None = None) -
                                                  ("wrong shape", wrong)) if names)
         raise CheckpointError(f"{str(path)!r}: weights do not match the metadata's {meta['arch']} config ({details})")
     model.load_state_dict(tensors, strict=True)
-    model.training_info = meta.get("training", {})  # type: ignore[assignment]
+    with_training_info(model, TrainingInfo.from_json(meta.get("training") or {}))
     model.eval().requires_grad_(False)
     return model.to(device)
 

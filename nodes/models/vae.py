@@ -3,28 +3,18 @@
 The encoder gives a diagonal Gaussian q(z|x) = N(mu, exp(logvar)); training minimises
 ||decode(z) - x||^2 + kl_weight * KL(q(z|x) || N(0, I)). Generative models work on
 `scaling_factor * z`, with scaling_factor = 1 / std of the training latents, so that latents have
-unit scale like the Gaussian noise the paths start from. Weights: safetensors with the config and
-the scaling factor in the metadata.
+unit scale like the Gaussian noise the paths start from. Checkpoints use the one model format of
+`nodes.models.checkpoint` (the scaling factor is part of the config); the nodes are in `vae_nodes`.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nodegraph import Context, FilePath, node
-
-from ..sockets import IMAGE, LATENT, VAE
 from .layers import group_norm
-
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-BUNDLED = {"shapes": WEIGHTS_DIR / "shapes_vae.safetensors"}
-"""Names of the VAEs shipped with the project and their files."""
 
 
 class _Res(nn.Module):
@@ -49,7 +39,7 @@ class AutoencoderKL(nn.Module):
                  scaling_factor: float = 1.0) -> None:
         super().__init__()
         channels = list(channels)
-        self.config: dict[str, Any] = dict(in_channels=in_channels, latent_channels=latent_channels, channels=channels)
+        self.in_channels, self.channels = in_channels, channels
         self.scaling_factor = float(scaling_factor)
         self.latent_channels = latent_channels
         self.downsample = len(channels)
@@ -66,6 +56,12 @@ class AutoencoderKL(nn.Module):
             ch = width
         dec += [group_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments; a property because training sets `scaling_factor` after construction."""
+        return dict(in_channels=self.in_channels, latent_channels=self.latent_channels, channels=self.channels,
+                    scaling_factor=self.scaling_factor)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels in [-1, 1] to the posterior's (mu, logvar), each (B, latent_channels, H/2^k, W/2^k)."""
@@ -97,54 +93,3 @@ class AutoencoderKL(nn.Module):
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Mean over elements of KL(N(mu, e^logvar) || N(0, 1)) = (mu^2 + e^logvar - 1 - logvar) / 2."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
-
-
-def save_vae(vae: AutoencoderKL, path: str | Path) -> Path:
-    """Write weights + metadata (arch, config JSON, scaling factor) as safetensors."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
-    meta = {"kind": "vae", "arch": vae.arch, "config": json.dumps(vae.config),
-            "scaling_factor": repr(vae.scaling_factor)}
-    save_file(state, str(path), metadata=meta)
-    return path
-
-
-def load_vae(path: str | Path, device: str = "cpu") -> AutoencoderKL:
-    """Rebuild a VAE from a safetensors file written by `save_vae` (no unpickling), frozen, in eval mode."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata() or {}
-    if meta.get("kind") != "vae" or meta.get("arch") != AutoencoderKL.arch:
-        raise ValueError(f"{path} is not a VAE checkpoint "
-                         f"(metadata kind={meta.get('kind')!r}, arch={meta.get('arch')!r})")
-    vae = AutoencoderKL(**json.loads(meta["config"]), scaling_factor=float(meta["scaling_factor"]))
-    vae.load_state_dict(load_file(str(path)))
-    return vae.requires_grad_(False).eval().to(device)
-
-
-def resolve_vae_file(name: str) -> Path:
-    """A bundled name ("shapes") or a path to a .safetensors file."""
-    path = BUNDLED.get(name) or Path(name).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no VAE weights at {path} (bundled names: {sorted(BUNDLED)})")
-    return path
-
-
-@node("core/vae_loader", category="models", display_name="Load VAE")
-def vae_loader(ctx: Context, weights: FilePath = "shapes") -> VAE:
-    """Load a VAE from safetensors: "shapes" (shipped, 32x32 RGB <-> 4x8x8) or a file path."""
-    return load_vae(resolve_vae_file(weights), ctx.device)
-
-
-@node("core/vae_encode", category="models", display_name="VAE encode")
-def vae_encode(vae: VAE, images: IMAGE) -> LATENT:
-    """Images in [0, 1] to latents: scaling_factor * mu(2 x - 1), the posterior mean scaled to unit std."""
-    return vae.images_to_latents(images.to(next(vae.parameters()).device))
-
-
-@node("core/vae_decode", category="models", display_name="VAE decode")
-def vae_decode(vae: VAE, latents: LATENT) -> IMAGE:
-    """Latents to images in [0, 1]: (decode(z / scaling_factor) + 1) / 2, clamped."""
-    return vae.latents_to_images(latents.to(next(vae.parameters()).device))

@@ -16,9 +16,9 @@ from torch import nn
 
 from nodegraph import Context, node
 
+from ..models.training_info import TrainingInfo
 from ..sockets import CLASSIFIER, DATASET, PATH
-from .common import Optimisation, fit, trainable_copy
-from .flow_matching import _describe
+from .common import Optimisation, describe_dataset, train_in_run
 
 
 def classifier_loss_fn(path, images: torch.Tensor, labels: torch.Tensor, batch_size: int, t_min: float,  # noqa: ANN001
@@ -38,19 +38,6 @@ def classifier_loss_fn(path, images: torch.Tensor, labels: torch.Tensor, batch_s
     return loss
 
 
-def train_classifier_model(model: nn.Module, path, images: torch.Tensor, labels: torch.Tensor,  # noqa: ANN001
-                           opt: Optimisation, batch_size: int = 64, t_min: float = 0.0, clean: bool = False,
-                           generator: torch.Generator | None = None, progress=None,  # noqa: ANN001
-                           ) -> tuple[nn.Module, list[float]]:
-    """Train a copy of `model`; return its EMA copy (eval, frozen) and the loss per step."""
-    if labels is None:
-        raise ValueError("classifier training needs a dataset with labels")
-    trainee = trainable_copy(model).to(images.device)
-    generator = generator or torch.Generator(device=images.device).manual_seed(0)
-    loss = classifier_loss_fn(path, images, labels, batch_size, t_min, clean, generator)
-    return fit(trainee, loss, opt, progress)
-
-
 @node("core/train_classifier", category="training", display_name="Train noisy classifier")
 def train_classifier(ctx: Context, classifier: CLASSIFIER, dataset: DATASET, path: PATH,
                      steps: Annotated[int, Field(ge=1, le=1_000_000)] = 2000,
@@ -66,12 +53,10 @@ def train_classifier(ctx: Context, classifier: CLASSIFIER, dataset: DATASET, pat
     labels = getattr(dataset, "labels", None)
     if labels is None:
         raise ValueError("classifier training needs a dataset with labels")
-    opt = Optimisation(steps=steps, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay,
-                       warmup=min(100, steps // 10))
-    ema, losses = train_classifier_model(classifier, path, dataset.images.to(ctx.device),
-                                         labels.to(ctx.device), opt, batch_size, t_min, clean,
-                                         ctx.generator(seed), ctx.progress)
-    ema.training_info = {"objective": "clean_classifier" if clean else "noisy_classifier", "path": path.config(),
-                         "dataset": _describe(dataset), "steps": steps, "batch_size": batch_size, "lr": lr,
-                         "t_min": t_min, "seed": seed, "final_loss": sum(losses[-50:]) / len(losses[-50:])}
-    return ema
+    images, labels = dataset.images.to(ctx.device), labels.to(ctx.device)
+    info = TrainingInfo("clean_classifier" if clean else "noisy_classifier", describe_dataset(dataset), steps,
+                        batch_size, lr, seed, path.config(), settings={"t_min": t_min})
+    opt = Optimisation.for_node(steps, lr, weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay)
+    return train_in_run(ctx, classifier,
+                        lambda gen: classifier_loss_fn(path, images, labels, batch_size, t_min, clean, gen),
+                        opt, info).model

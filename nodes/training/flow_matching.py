@@ -9,7 +9,6 @@ u(x|y) and u(x|null).
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated
 
 import torch
@@ -19,9 +18,9 @@ from torch import nn
 from nodegraph import Context, node
 
 from ..conditioning import Condition
-from ..models.checkpoint import save_model
+from ..models.training_info import TrainingInfo
 from ..sockets import BACKBONE, DATASET, PATH
-from .common import Optimisation, fit, trainable_copy
+from .common import Optimisation, describe_dataset, train_in_run
 
 ConditionFn = Callable[[torch.Tensor, torch.Tensor], Condition | None]
 """condition_fn(indices (B,), dropped (B,) bool) -> the Condition for that batch (text models plug in here)."""
@@ -63,26 +62,6 @@ def flow_matching_loss_fn(path, images: torch.Tensor, condition_fn: ConditionFn,
     return loss
 
 
-def train_flow_matching_model(model: nn.Module, path, images: torch.Tensor, labels: torch.Tensor | None,  # noqa: ANN001
-                              opt: Optimisation, batch_size: int = 64, label_dropout: float = 0.1,
-                              generator: torch.Generator | None = None, progress=None,  # noqa: ANN001
-                              condition_fn: ConditionFn | None = None, checkpoint=None,  # noqa: ANN001
-                              checkpoint_every: int = 0) -> tuple[nn.Module, list[float]]:
-    """Train a copy of `model` (images (N, ...) on the device); return its EMA copy and the losses."""
-    trainee = trainable_copy(model).to(images.device)
-    generator = generator or torch.Generator(device=images.device).manual_seed(0)
-    condition_fn = condition_fn or label_condition(labels, getattr(model, "null_label", None))
-    loss = flow_matching_loss_fn(path, images, condition_fn, batch_size, label_dropout, generator)
-    return fit(trainee, loss, opt, progress, checkpoint, checkpoint_every)
-
-
-def _describe(dataset) -> dict[str, object]:  # noqa: ANN001
-    describe = getattr(dataset, "describe", None)
-    if callable(describe):
-        return describe()
-    return {"name": type(dataset).__name__, "size": int(dataset.images.shape[0])}
-
-
 @node("core/train_flow_matching", category="training", display_name="Train flow matching")
 def train_flow_matching(ctx: Context, backbone: BACKBONE, dataset: DATASET, path: PATH,
                         steps: Annotated[int, Field(ge=1, le=1_000_000)] = 2000,
@@ -102,17 +81,10 @@ def train_flow_matching(ctx: Context, backbone: BACKBONE, dataset: DATASET, path
     images = dataset.images.to(ctx.device)
     labels = getattr(dataset, "labels", None)
     labels = None if labels is None else labels.to(ctx.device)
-    opt = Optimisation(steps=steps, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay,
-                       warmup=min(100, steps // 10))
-    info = {"objective": "flow_matching", "path": path.config(), "dataset": _describe(dataset), "steps": steps,
-            "batch_size": batch_size, "lr": lr, "label_dropout": label_dropout, "ema_decay": ema_decay, "seed": seed}
-
-    def checkpoint(step: int, ema: nn.Module) -> None:
-        ema.training_info = {**info, "steps": step}
-        save_model(ema, Path(ctx.output_dir) / f"{checkpoint_prefix}_step{step}.safetensors")
-
-    ema, losses = train_flow_matching_model(backbone, path, images, labels, opt, batch_size,
-                                            label_dropout, ctx.generator(seed), ctx.progress, None,
-                                            checkpoint, checkpoint_every)
-    ema.training_info = {**info, "final_loss": sum(losses[-50:]) / len(losses[-50:])}
-    return ema
+    condition_fn = label_condition(labels, getattr(backbone, "null_label", None))
+    info = TrainingInfo("flow_matching", describe_dataset(dataset), steps, batch_size, lr, seed, path.config(),
+                        settings={"label_dropout": label_dropout, "ema_decay": ema_decay})
+    opt = Optimisation.for_node(steps, lr, weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay)
+    return train_in_run(ctx, backbone,
+                        lambda gen: flow_matching_loss_fn(path, images, condition_fn, batch_size, label_dropout, gen),
+                        opt, info, checkpoint_every, checkpoint_prefix).model

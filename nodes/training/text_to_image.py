@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 import torch
@@ -21,10 +20,10 @@ from pydantic import Field
 from nodegraph import Context, node
 
 from ..conditioning import Condition
-from ..models.checkpoint import save_model
+from ..models.training_info import TrainingInfo
 from ..sockets import BACKBONE, DATASET, PATH, TEXT_ENCODER, VAE
-from .common import Optimisation
-from .flow_matching import ConditionFn, train_flow_matching_model
+from .common import LossFn, Optimisation, train_in_run
+from .flow_matching import ConditionFn, flow_matching_loss_fn
 
 
 @dataclass(frozen=True)
@@ -94,18 +93,13 @@ def train_text_to_image(ctx: Context, backbone: BACKBONE, dataset: DATASET, vae:
         raise ValueError(f"backbone context_dim {context_dim} does not match the text encoder width {text_encoder.dim}")
     latents = encode_dataset(vae, dataset.images).to(ctx.device)
     table = caption_table(text_encoder, dataset.captions).to(ctx.device)
-    opt = Optimisation(steps=steps, lr=lr, grad_clip=grad_clip, ema_decay=ema_decay, warmup=min(100, steps // 10))
-    info = {"objective": "flow_matching", "path": path.config(), "dataset": dataset.describe(), "steps": steps,
-            "batch_size": batch_size, "lr": lr, "caption_dropout": caption_dropout, "ema_decay": ema_decay,
-            "seed": seed, "latent_shape": list(latents.shape[1:]), "vae_scaling_factor": vae.scaling_factor,
-            "text_encoder": text_encoder.name}
+    info = TrainingInfo("flow_matching", dataset.describe(), steps, batch_size, lr, seed, path.config(),
+                        settings={"caption_dropout": caption_dropout, "ema_decay": ema_decay,
+                                  "latent_shape": list(latents.shape[1:]), "vae_scaling_factor": vae.scaling_factor,
+                                  "text_encoder": text_encoder.name})
+    opt = Optimisation.for_node(steps, lr, grad_clip=grad_clip, ema_decay=ema_decay)
+    condition_fn = table.condition_fn()
+    def make_loss(gen: torch.Generator) -> LossFn:
+        return flow_matching_loss_fn(path, latents, condition_fn, batch_size, caption_dropout, gen)
 
-    def checkpoint(step: int, ema: torch.nn.Module) -> None:
-        ema.training_info = {**info, "steps": step}  # type: ignore[assignment]
-        save_model(ema, Path(ctx.output_dir) / f"{checkpoint_prefix}_step{step}.safetensors")
-
-    ema, losses = train_flow_matching_model(backbone, path, latents, None, opt, batch_size, caption_dropout,
-                                            ctx.generator(seed), ctx.progress, table.condition_fn(),
-                                            checkpoint, checkpoint_every)
-    ema.training_info = {**info, "final_loss": sum(losses[-50:]) / len(losses[-50:])}  # type: ignore[assignment]
-    return ema
+    return train_in_run(ctx, backbone, make_loss, opt, info, checkpoint_every, checkpoint_prefix).model

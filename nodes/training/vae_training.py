@@ -11,8 +11,12 @@ from pydantic import Field
 from nodegraph import Context, node
 
 from ..image_io import resolve_output_folder
-from ..models.vae import AutoencoderKL, kl_divergence, save_vae
+from ..models.builders import seeded
+from ..models.checkpoint import save_model
+from ..models.training_info import TrainingInfo
+from ..models.vae import AutoencoderKL, kl_divergence
 from ..sockets import DATASET, VAE
+from .common import LossFn, Optimisation, describe_dataset, train_in_run
 
 
 @torch.no_grad()
@@ -27,36 +31,21 @@ def latent_scaling_factor(vae: AutoencoderKL, images: torch.Tensor, batch_size: 
     return float(1.0 / torch.cat(samples).std().clamp_min(1e-8))
 
 
-def train_vae_loop(images: torch.Tensor, *, steps: int, batch_size: int, lr: float, kl_weight: float,
-                   seed: int, channels: tuple[int, ...] = (32, 64), latent_channels: int = 4,
-                   device: str = "cpu", progress=None) -> tuple[AutoencoderKL, list[float]]:
-    """AdamW on mean ||decode(z) - x||^2 + kl_weight * mean KL; returns the frozen VAE and the loss per step.
+def vae_loss_fn(images: torch.Tensor, batch_size: int, kl_weight: float, generator: torch.Generator) -> LossFn:
+    """loss(vae) = mean (decode(mu + sigma eps) - x)^2 + kl_weight * mean KL, on a batch drawn uniformly
+    with replacement from `images` ((N, C, H, W) in [-1, 1]); indices and eps come from `generator`."""
+    def loss(model: AutoencoderKL, step: int) -> torch.Tensor:
+        indices = torch.randint(images.shape[0], (min(batch_size, images.shape[0]),), generator=generator,
+                                device=generator.device)
+        x = images[indices.to(images.device)]
+        recon, mu, logvar = model(x, generator=generator)
+        return (recon - x).pow(2).mean() + kl_weight * kl_divergence(mu, logvar)
+    return loss
 
-    Batches are drawn uniformly with replacement from `images` ((N, C, H, W) in [-1, 1]) by a seeded
-    generator; the learning rate decays with a cosine to 10 % of `lr`.
-    """
-    torch.manual_seed(seed)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    vae = AutoencoderKL(images.shape[1], latent_channels, channels).to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / max(steps, 1))).item()))
-    losses = []
-    for step in range(steps):
-        idx = torch.randint(images.shape[0], (min(batch_size, images.shape[0]),), generator=gen)
-        x = images[idx].to(device)
-        recon, mu, logvar = vae(x, generator=None)
-        loss = (recon - x).pow(2).mean() + kl_weight * kl_divergence(mu, logvar)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1, steps, loss=losses[-1])
-    vae.eval().requires_grad_(False)
-    vae.scaling_factor = latent_scaling_factor(vae, images[:4096].to(device))
-    return vae, losses
+
+def vae_optimisation(steps: int, lr: float) -> Optimisation:
+    """No warm-up, no gradient clipping, no EMA: cosine decay of the plain AdamW weights to 10 % of lr."""
+    return Optimisation(steps=steps, lr=lr, grad_clip=0.0, ema_decay=0.0, warmup=0)
 
 
 @node("core/train_vae", category="training", display_name="Train VAE")
@@ -70,16 +59,21 @@ def train_vae(ctx: Context, dataset: DATASET, steps: Annotated[int, Field(ge=1, 
     """Train a KL-regularised autoencoder on the dataset's images (in [-1, 1]):
     loss = mean (decode(mu + sigma eps) - x)^2 + kl_weight * mean KL(N(mu, sigma^2) || N(0, 1)).
     Each level of `channels` halves the side. Afterwards scaling_factor = 1 / std(latents)."""
-    vae, _ = train_vae_loop(dataset.images, steps=steps, batch_size=batch_size, lr=lr, kl_weight=kl_weight,
-                            seed=seed, channels=tuple(channels), latent_channels=latent_channels,
-                            device=ctx.device, progress=ctx.progress)
-    return vae
+    images = dataset.images.to(ctx.device)
+    vae = seeded(lambda: AutoencoderKL(images.shape[1], latent_channels, channels), seed, ctx.device)
+    info = TrainingInfo("vae", describe_dataset(dataset), steps, batch_size, lr, seed,
+                        settings={"kl_weight": kl_weight})
+    trained = train_in_run(ctx, vae, lambda gen: vae_loss_fn(images, batch_size, kl_weight, gen),
+                           vae_optimisation(steps, lr), info).model
+    trained.scaling_factor = latent_scaling_factor(trained, images[:4096])
+    return trained
 
 
 @node("core/save_vae", category="training", display_name="Save VAE", outputs=("path",), side_effect=True)
 def save_vae_node(ctx: Context, vae: VAE, filename: str = "vae.safetensors") -> str:
-    """Write the VAE (weights, config and scaling factor) as safetensors under the output folder."""
+    """Write the VAE as a model checkpoint (weights; config with the scaling factor, training facts as
+    JSON metadata), atomically, under the output folder."""
     if not filename.endswith(".safetensors") or Path(filename).is_absolute():
         raise ValueError(f"filename {filename!r} must be a relative path ending in .safetensors")
     target = resolve_output_folder(ctx.output_dir, str(Path(filename).parent)) / Path(filename).name
-    return str(save_vae(vae, target))
+    return str(save_model(vae, target))
