@@ -9,15 +9,16 @@ from pydantic import Field
 from nodegraph import Context, node
 
 from .fields import BoundField, ModelField
+from .models.training_info import training_info
 from .parameterization import DEFAULT_CLIP
 from .paths import GaussianPath, path_from_config
 from .sockets import BACKBONE, CONDITIONING, MODEL_FIELD, PATH, VECTOR_FIELD
 
 
 def recorded_path(backbone: Any, kinds: dict[str, GaussianPath] | None = None) -> GaussianPath | None:
-    """The path a loaded backbone was trained on, from its checkpoint metadata (None if not recorded)."""
-    metadata = getattr(backbone, "checkpoint_metadata", None) or {}
-    config = (metadata.get("training") or {}).get("path")
+    """The path a backbone was trained on, from its training facts (None if not recorded)."""
+    info = training_info(backbone)
+    config = info.path if info is not None else None
     return path_from_config(config, kinds or None) if config else None
 
 

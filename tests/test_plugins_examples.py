@@ -181,6 +181,16 @@ def test_backbone_plugin_train_save_load_sample_through_cli(site, probe_dir, tmp
     assert proc.returncode == 0, proc.stderr
     stats = printed(proc.stdout, "stats.json")
     assert len(stats["mean"]) == 2 and all(math.isfinite(v) for v in stats["mean"] + stats["std"])
+    # a registered architecture is loaded by the built-in loader too, to the same samples
+    wf = workflow_with(folder / "sample_fourier_mlp.json", tmp_path, {
+        "stats": {"type": "probe/stats", "inputs": {"x": link("solve", "latent")}},
+        "load": {"type": "core/load_backbone", "inputs": {"file": str(checkpoint)}},
+        "field": {"type": "core/model_field", "inputs": {"backbone": link("load", "backbone"),
+                                                         "path": link("path", "path")}}})
+    proc = cli(site, "run", wf, "--plugins-dir", str(probe_dir), "--device", "cpu", "--events", "none",
+               "--out", str(tmp_path), "--set", "noise.shape=[16,2]", "--set", "grid.steps=2")
+    assert proc.returncode == 0, proc.stderr
+    assert printed(proc.stdout, "stats.json") == stats
 
 
 def _safetensors_metadata(path: Path) -> dict:

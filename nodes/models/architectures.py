@@ -16,6 +16,7 @@ from .classifier import NoisyClassifier
 from .dit import DiT
 from .mlp import MLPBackbone
 from .unet import UNet
+from .vae import AutoencoderKL
 
 KINDS = ("backbone", "classifier", "vae")
 
@@ -38,5 +39,10 @@ class Architecture:
 
 BUILTIN_ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture(UNet, "backbone"), Architecture(DiT, "backbone"), Architecture(MLPBackbone, "backbone"),
-    Architecture(NoisyClassifier, "classifier"),
+    Architecture(NoisyClassifier, "classifier"), Architecture(AutoencoderKL, "vae"),
 )
+
+
+def builtin_architectures() -> dict[str, Architecture]:
+    """The built-in architectures by name (what a registry holds before plugins add theirs)."""
+    return {a.name: a for a in BUILTIN_ARCHITECTURES}

@@ -1,7 +1,8 @@
 """Model checkpoints: safetensors weights + JSON metadata in the file header; never pickle.
 
 The metadata (key "nodegraph" of the safetensors header) names the architecture and its config,
-so loading rebuilds the module from the registry below and then fills in the weights:
+so loading rebuilds the module from the registered architectures (the registry's ("architecture", name)
+components; the built-in ones when called outside a run) and then fills in the weights:
 {"format": "nodegraph/model", "version": 1, "kind": "backbone" | "classifier" | "vae", "arch": "unet",
  "config": {...}, "prediction": "velocity", "conditioning": "class" | "text" | "none",
  "training": {"path": {...}, "dataset": {...}, "steps": 2000, ...}}  (see `TrainingInfo`).
@@ -11,6 +12,7 @@ Every model kind, the VAE included, is saved and loaded by this one module.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,12 +23,8 @@ from torch import nn
 from nodegraph import Context, FilePath, atomic_path, node
 
 from ..sockets import BACKBONE, CLASSIFIER
-from .classifier import NoisyClassifier
-from .dit import DiT
-from .mlp import MLPBackbone
+from .architectures import Architecture, builtin_architectures
 from .training_info import TrainingInfo, training_info, with_training_info
-from .unet import UNet
-from .vae import AutoencoderKL
 
 FORMAT = "nodegraph/model"
 VERSION = 1
@@ -34,22 +32,16 @@ META_KEY = "nodegraph"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 
-ARCHITECTURES: dict[str, tuple[type[nn.Module], str]] = {}
-"""Architecture name -> (class, kind). A class is rebuilt as cls(**config)."""
+Architectures = Mapping[str, Architecture] | None
+"""Architecture name -> Architecture (class + kind); None or empty: the built-in ones."""
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded: not safetensors, no or bad metadata, weights not matching."""
 
 
-def register_architecture(cls: type[nn.Module], kind: str, name: str | None = None) -> None:
-    """Make `cls` loadable from checkpoints under `name` (default: cls.arch)."""
-    ARCHITECTURES[name or cls.arch] = (cls, kind)  # type: ignore[attr-defined]
-
-
-for _cls, _kind in ((UNet, "backbone"), (DiT, "backbone"), (MLPBackbone, "backbone"), (NoisyClassifier, "classifier"),
-                    (AutoencoderKL, "vae")):
-    register_architecture(_cls, _kind)
+def _known(architectures: Architectures) -> Mapping[str, Architecture]:
+    return architectures or builtin_architectures()
 
 
 def conditioning_kind(model: nn.Module) -> str:
@@ -62,14 +54,16 @@ def conditioning_kind(model: nn.Module) -> str:
     return "none"
 
 
-def model_metadata(model: nn.Module, training: TrainingInfo | None = None) -> dict[str, Any]:
+def model_metadata(model: nn.Module, training: TrainingInfo | None = None,
+                   architectures: Architectures = None) -> dict[str, Any]:
     """The JSON metadata stored with `model`'s weights; `training` defaults to `training_info(model)`."""
     training = training or training_info(model)
+    known = _known(architectures)
     arch = getattr(model, "arch", None)
-    if arch not in ARCHITECTURES or not isinstance(getattr(model, "config", None), dict):
+    if arch not in known or not isinstance(getattr(model, "config", None), dict):
         raise TypeError(f"{type(model).__name__} is not a registered architecture with a config "
-                        f"(known: {sorted(ARCHITECTURES)})")
-    return {"format": FORMAT, "version": VERSION, "kind": ARCHITECTURES[arch][1], "arch": arch,
+                        f"(known: {sorted(known)})")
+    return {"format": FORMAT, "version": VERSION, "kind": known[arch].kind, "arch": arch,
             "config": model.config, "prediction": getattr(model, "prediction", None),
             "conditioning": conditioning_kind(model), "training": training.to_json() if training else {}}
 
@@ -82,21 +76,22 @@ def _check_path(path: Path) -> None:
         raise CheckpointError(f"{str(path)!r}: a checkpoint must be a .safetensors file")
 
 
-def save_model(model: nn.Module, path: str | Path, training: TrainingInfo | None = None) -> Path:
+def save_model(model: nn.Module, path: str | Path, training: TrainingInfo | None = None,
+               architectures: Architectures = None) -> Path:
     """Write weights + metadata atomically (`nodegraph.atomic_path`: temp file, fsync, rename).
 
     `training` (default: the model's attached `training_info`) becomes the metadata's "training".
     """
     path = Path(path).expanduser()
     _check_path(path)
-    meta = model_metadata(model, training)
+    meta = model_metadata(model, training, architectures)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as temp:
         save_file(tensors, temp, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
+def read_metadata(path: str | Path, architectures: Architectures = None) -> dict[str, Any]:
     """The checkpoint's metadata, validated (format, kind, known arch, config a dict)."""
     from safetensors import safe_open
 
@@ -117,9 +112,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{str(path)!r}: metadata is not valid JSON: {error!r}") from error
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r}: metadata format is not {FORMAT!r}")
-    if meta.get("arch") not in ARCHITECTURES:
+    known = _known(architectures)
+    if meta.get("arch") not in known:
         raise CheckpointError(f"{str(path)!r}: unknown architecture {meta.get('arch')!r} "
-                              f"(known: {sorted(ARCHITECTURES)})")
+                              f"(known: {sorted(known)}; a plugin may provide it)")
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{str(path)!r}: metadata has no config object")
     return meta
@@ -134,10 +130,12 @@ def legacy_vae_metadata(header: dict[str, str]) -> dict[str, Any]:
             "prediction": None, "conditioning": "none", "training": {}}
 
 
-def load_model(path: str | Path, device: str = "cpu", kind: str | None = None) -> nn.Module:
+def load_model(path: str | Path, device: str = "cpu", kind: str | None = None,
+               architectures: Architectures = None) -> nn.Module:
     """Rebuild the module named by the metadata, load its weights strictly, move to `device`, eval mode."""
-    meta = read_metadata(path)
-    cls, arch_kind = ARCHITECTURES[meta["arch"]]
+    meta = read_metadata(path, architectures)
+    architecture = _known(architectures)[meta["arch"]]
+    cls, arch_kind = architecture.cls, architecture.kind
     if kind is not None and arch_kind != kind:
         raise CheckpointError(f"{str(path)!r} holds a {arch_kind} ({meta['arch']}), not a {kind}")
     try:
@@ -183,27 +181,27 @@ def _output_path(ctx: Context, filename: str) -> Path:
 def save_backbone(ctx: Context, backbone: BACKBONE, filename: str = "backbone.safetensors") -> str:
     """Write the backbone as .safetensors with its architecture, config and training facts as JSON metadata
     (atomically; a relative filename lands in the run's output folder)."""
-    return str(save_model(backbone, _output_path(ctx, filename)))
+    return str(save_model(backbone, _output_path(ctx, filename), architectures=ctx.components("architecture")))
 
 
 @node("core/save_classifier", category="models", display_name="Save classifier", outputs=("path",),
       side_effect=True, output_node=True)
 def save_classifier(ctx: Context, classifier: CLASSIFIER, filename: str = "classifier.safetensors") -> str:
     """Write the classifier as .safetensors + JSON metadata (atomically)."""
-    return str(save_model(classifier, _output_path(ctx, filename)))
+    return str(save_model(classifier, _output_path(ctx, filename), architectures=ctx.components("architecture")))
 
 
 @node("core/load_backbone", category="models", display_name="Load backbone")
 def load_backbone(ctx: Context, file: FilePath) -> BACKBONE:
     """Rebuild a backbone from a nodegraph .safetensors checkpoint (metadata names the architecture).
     Pickle formats (.pt, .ckpt) are refused."""
-    return load_model(file, ctx.device, kind="backbone")
+    return load_model(file, ctx.device, kind="backbone", architectures=ctx.components("architecture"))
 
 
 @node("core/load_classifier", category="models", display_name="Load classifier")
 def load_classifier(ctx: Context, file: FilePath) -> CLASSIFIER:
     """Rebuild a noisy classifier p_t(y|x) from a nodegraph .safetensors checkpoint."""
-    return load_model(file, ctx.device, kind="classifier")
+    return load_model(file, ctx.device, kind="classifier", architectures=ctx.components("architecture"))
 
 
 @node("core/bundled_backbone", category="models", display_name="Bundled backbone")

@@ -34,7 +34,8 @@ def fourier_mlp(ctx: Context, dim: Annotated[int, Field(ge=1, le=4096)] = 2,
 def load_fourier_mlp(ctx: Context, file: FilePath) -> MLP:
     """Rebuild a fourier_mlp from a nodegraph .safetensors checkpoint (weights + JSON metadata with its config);
     a checkpoint of another architecture is refused with its name. Pickle files are never loaded."""
-    arch = read_metadata(file)["arch"]
+    architectures = ctx.components("architecture")
+    arch = read_metadata(file, architectures)["arch"]
     if arch != FourierMLP.arch:
         raise CheckpointError(f"{file!r} holds a {arch!r} backbone, not a {FourierMLP.arch!r}; use core/load_backbone")
-    return load_model(file, ctx.device, kind="backbone", architectures=ctx.components("architecture"))
+    return load_model(file, ctx.device, kind="backbone", architectures=architectures)
