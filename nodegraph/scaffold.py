@@ -1,7 +1,8 @@
 """`nodegraph plugin new NAME`: write a plugin package that installs and loads right away.
 
 The package (folder `nodegraph-<name>`) holds a pyproject.toml with the `nodegraph.plugins` entry
-point, a module with one node and the two hooks, a test and a README. NAME gives everything else:
+point, a module with one node and the plugin hooks, a test and a README. The generated code imports
+only `nodegraph` and `nodes.api`, the two modules a plugin may rely on. NAME gives everything else:
     namespace of the node ids  = NAME lower-cased with '-' -> '_'   (my-nodes -> my_nodes/...)
     import package             = nodegraph_<namespace>
     distribution               = nodegraph-<namespace with '_' -> '-'>
@@ -77,6 +78,12 @@ def nodegraph_register_types(registry):
 
 
 @hookimpl
+def nodegraph_register_components(registry):
+    """Add solvers, paths, guidance methods or architectures here (see nodes.api), e.g.
+    registry.add_component("solver", "my_solver", Solver("my_solver", my_solver))."""
+
+
+@hookimpl
 def nodegraph_register_nodes(registry):
     registry.add_module(nodes)
 '''
@@ -86,7 +93,7 @@ NODES = '''"""The plugin's nodes. Every @node function of this module is registe
 from typing import Annotated
 
 from nodegraph import node
-from nodes.sockets import TENSOR
+from nodes.api import TENSOR
 from pydantic import Field
 
 

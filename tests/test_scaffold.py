@@ -38,7 +38,9 @@ def test_generated_files_and_entry_point(tmp_path):
     project = tomllib.loads((root / "pyproject.toml").read_text())
     assert project["project"]["name"] == "nodegraph-my-nodes"
     assert project["project"]["entry-points"]["nodegraph.plugins"] == {"my_nodes": "nodegraph_my_nodes"}
-    assert "NODEGRAPH_API_VERSION = 1" in (root / "nodegraph_my_nodes" / "__init__.py").read_text()
+    init = (root / "nodegraph_my_nodes" / "__init__.py").read_text()
+    assert "NODEGRAPH_API_VERSION = 1" in init and "def nodegraph_register_components(registry)" in init
+    assert "from nodes.api import TENSOR" in (root / "nodegraph_my_nodes" / "nodes.py").read_text()
     for path in root.rglob("*.py"):
         compile(path.read_text(), str(path), "exec")
     with pytest.raises(ScaffoldError, match="already exists"):
