@@ -81,7 +81,11 @@ def _digest(node_type: NodeType, literals: dict[str, Any]) -> bytes:
 def _check_choice(spec: Any, value: Any, registry: Registry) -> None:
     """A `Choice` input's name must be a registered component of its kind."""
     if spec.choice is not None and isinstance(value, str):
-        registry.component(spec.choice, value)
+        try:
+            registry.component(spec.choice, value)
+        except LookupError as err:
+            raise LookupError(f"{str(err).strip(chr(34))}; a plugin that is not loaded may provide it "
+                              "(`nodegraph plugins` lists the loaded ones)") from None
 
 
 def _suggest(name: str, options: list[str]) -> str:
