@@ -153,3 +153,21 @@ def json_echo(value: JSON = None) -> JSON:
     """Returns its JSON value unchanged, type included (1, 1.0 and true stay apart)."""
     CALLS["test/json"] += 1
     return value
+
+
+@node("test/spin", category="test")
+def spin(ctx: Context, value: float, finish_on_cancel: bool = False,
+         max_polls: Annotated[int, Field(ge=1)] = 10**7) -> float:
+    """Busy until its run is cancelled (bounded by `max_polls`), for cancel-from-another-thread tests.
+
+    A first progress report tells the test it is running. On cancel it raises (the usual long node)
+    or, with `finish_on_cancel`, returns normally so that the engine must stop at the next node.
+    """
+    CALLS["test/spin"] += 1
+    ctx.progress(0, 1)
+    for _ in range(max_polls):
+        if ctx.cancel_token.cancelled:
+            if finish_on_cancel:
+                return value
+            ctx.check_cancelled()
+    return value
