@@ -200,7 +200,7 @@ def test_opened_workflow_with_errors_marks_nodes_and_inputs(page):
 
 def test_uploaded_long_run_shows_progress_preview_and_cancels(page, tmp_path):
     upload = tmp_path / "slow.json"
-    upload.write_text(json.dumps(slow_graph(2000)))
+    upload.write_text(json.dumps(slow_graph(50)))  # holds after its steps until cancelled
     page.set_input_files("input.ng-upload-input", str(upload))
     page.wait_for_selector('.ng-node[data-id="show"]')
     page.click("button.ng-run")
