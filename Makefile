@@ -19,11 +19,13 @@ run: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
-# Browser tests drive Debian's chromium; install it when we can (root + apt), else they skip.
+# Browser tests drive Debian's chromium; install it when we can (root + apt). Locally they skip
+# without it; under CI (CI=true) a missing chromium is an error here and in the tests, never a skip.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-		|| echo "chromium not installed: browser tests will be skipped"; }
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } \
+		|| { if [ "$$CI" = true ]; then echo "error: CI=true and chromium is missing and could not be installed" >&2; \
+			exit 1; else echo "chromium not installed: browser tests will be skipped"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check nodegraph nodes ui tests benchmarks

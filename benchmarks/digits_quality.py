@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -56,7 +57,8 @@ def heldout_accuracy(steps: int) -> float:
     return accuracy(model, images[test], labels[test])
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Options of this benchmark (`argv` None: the command line)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--per-class", type=int, default=30)
     parser.add_argument("--steps", type=int, default=20)
@@ -65,7 +67,11 @@ def main() -> None:
     parser.add_argument("--noisy", default=None)
     parser.add_argument("--clean", default=None)
     parser.add_argument("--heldout-steps", type=int, default=0, help="also measure the clean classifier held out")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.heldout_steps:
         print(f"clean classifier, held-out accuracy (80/20 split): {heldout_accuracy(args.heldout_steps):.3f}")
     unet = load_model(args.unet or bundled_path("digits_cfg_unet"))

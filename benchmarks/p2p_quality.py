@@ -9,7 +9,8 @@ often the measured shape / colour agrees with the target prompt.
 
 from __future__ import annotations
 
-import sys
+import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -44,7 +45,15 @@ def generate(session: Session, seeds: int, source: str, target: str, seed: int) 
     return pair[:seeds], pair[seeds:], regenerated
 
 
-def main(seeds_per_pair: int = 16) -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Options of this benchmark (`argv` None: the command line)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("seeds_per_pair", type=int, nargs="?", default=16, help="seeds per prompt pair")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    seeds_per_pair = parse_args(argv).seeds_per_pair
     session = Session(device="cpu")
     colours = list(COLOURS)
     rows = {"edit": [], "regen": []}
@@ -78,4 +87,4 @@ def main(seeds_per_pair: int = 16) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 16)
+    main()

@@ -15,6 +15,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -72,13 +73,18 @@ def workflow_times() -> tuple[float, float]:
     return cold, warm
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Options of this benchmark (`argv` None: the command line)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--scale", type=float, default=4.0)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--grid", type=str, default="", help="save the generated images as a PNG grid here")
-    args, _ = parser.parse_known_args()  # `python -m benchmarks shapes_t2i` leaves the module name in argv
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     cold, warm = workflow_times()  # first, so that "cold" includes importing transformers and loading every model
     print(f"default workflow: cold {cold:.2f} s, warm (new seed) {warm:.2f} s")
     result = agreement(args.prompts, args.scale, args.steps)

@@ -29,6 +29,11 @@ class CancelToken:
     def reset(self) -> None:
         self._event.clear()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until cancelled (True) or `timeout` seconds pass (False): for a node waiting on
+        something outside the run, so that a cancel wakes it at once instead of at its next poll."""
+        return self._event.wait(timeout)
+
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 

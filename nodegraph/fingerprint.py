@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
-_memo: dict[tuple[str, int, int], bytes] = {}
+MEMO_ENTRIES = 1024
+"""Digests remembered at most: a long-lived server reading many files must not grow without bound."""
+
+_memo: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+_memo_lock = threading.Lock()
 
 
 def _file_digest(path: Path, stat: os.stat_result) -> bytes:
     memo_key = (str(path), stat.st_size, stat.st_mtime_ns)
-    digest = _memo.get(memo_key)
-    if digest is None:
-        hasher = hashlib.blake2b(digest_size=16)
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                hasher.update(chunk)
-        digest = hasher.digest()
+    with _memo_lock:
+        digest = _memo.get(memo_key)
+        if digest is not None:
+            _memo.move_to_end(memo_key)
+            return digest
+    hasher = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(chunk)
+    digest = hasher.digest()
+    with _memo_lock:
         _memo[memo_key] = digest
+        while len(_memo) > MEMO_ENTRIES:
+            _memo.popitem(last=False)  # least recently used
     return digest
 
 
@@ -26,7 +38,8 @@ def fingerprint(value: object) -> bytes:
     """Content hash of a file, or of a folder's file names, sizes and contents; b'missing' if absent.
 
     Content (not only mtime) so that rewriting a file within the clock's resolution still counts;
-    digests are memoised by (path, size, mtime) so an unchanged large file is hashed once.
+    digests are memoised by (path, size, mtime), least recently used first out past `MEMO_ENTRIES`,
+    so an unchanged large file is hashed once.
     """
     if not isinstance(value, str) or not value:
         return b""

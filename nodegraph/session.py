@@ -1,6 +1,6 @@
 """The scheduler. A `Session` runs workflows and keeps the output cache between runs.
 
-Cache key of a node = hash(type id, version, its literal inputs, the keys of its linked inputs,
+Cache key of a node = hash(type id, version, its coerced widget values, the keys of its linked inputs,
 fingerprints of the files it reads): a Merkle signature, so changing one widget re-runs that node
 and its descendants only. A run resolves what the requested outputs need by walking back from
 them and stopping at cache hits, then executes the misses in topological order. Lazy inputs are
@@ -105,20 +105,24 @@ class _Run:
         self.keys = self._keys()
 
     def _keys(self) -> dict[str, bytes]:
+        """Merkle keys: the static digest, then each link as (input, source output, source key), then
+        each read file's fingerprint, every part named and delimited so no two layouts hash alike."""
         keys: dict[str, bytes] = {}
         nonce = str(self.run_id).encode()
         for node_id in self.plan.order:
             pn = self.plan.nodes[node_id]
-            parts = [pn.static_digest]
+            hasher = hashlib.blake2b(pn.static_digest, digest_size=16)
             for name, (source, output) in sorted(pn.links.items()):
-                parts.append(f"\x00{name}={output}@".encode())
-                parts.append(keys[source])
+                hasher.update(f"\x00link\x00{name}\x00{output}\x00".encode())
+                hasher.update(keys[source])
             for name in pn.type.file_inputs:
                 if name in pn.values:
-                    parts.append(fingerprint(pn.values[name]))
+                    digest = fingerprint(pn.values[name])
+                    hasher.update(f"\x00file\x00{name}\x00{len(digest)}\x00".encode())
+                    hasher.update(digest)
             if pn.type.side_effect:
-                parts.append(nonce)
-            keys[node_id] = hashlib.blake2b(b"".join(parts), digest_size=16).digest()
+                hasher.update(b"\x00run\x00" + nonce)
+            keys[node_id] = hasher.digest()
         return keys
 
     def ensure(self, roots: Iterable[str]) -> None:

@@ -7,14 +7,13 @@ that the scheduler runs; on any problem it raises `WorkflowInvalid` and nothing 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 
-from .node import InputValueError, NodeType
+from .cache_key import static_digest
+from .node import InputSpec, InputValueError, NodeType
 from .registry import Registry
 from .types import can_connect
 from .workflow import Link, Workflow
@@ -69,13 +68,14 @@ class Plan:
         return marked or [n for n in self.order if self.graph.out_degree(n) == 0]
 
 
-def _digest(node_type: NodeType, literals: dict[str, Any]) -> bytes:
+def _keyed_default(spec: InputSpec) -> Any:
+    """The default as the key sees it: coerced like a set value, so `x: float = 4` keys like `4.0`."""
+    if not spec.is_widget:
+        return spec.default
     try:
-        blob = json.dumps(literals, sort_keys=True, separators=(",", ":"), allow_nan=True)
-    except (TypeError, ValueError):
-        blob = repr(sorted(literals.items()))
-    return hashlib.blake2b(f"{node_type.id}\x00{node_type.version}\x00{blob}".encode(),
-                           digest_size=16).digest()
+        return spec.coerce(spec.default)
+    except InputValueError:  # e.g. a None default outside the annotation: key it as written
+        return spec.default
 
 
 def _check_choice(spec: Any, value: Any, registry: Registry) -> None:
@@ -96,7 +96,9 @@ def _suggest(name: str, options: list[str]) -> str:
 def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, workflow: Workflow,
                 registry: Registry, problems: list[Problem]) -> PlanNode:
     values: dict[str, Any] = {}
+    keyed: dict[str, Any] = {}  # values as the cache key sees them (defaults coerced)
     links: dict[str, tuple[str, str]] = {}
+    reported: set[str] = set()  # inputs with a problem already said, here or on the source node
     before = len(problems)
     for name, value in spec_inputs.items():
         spec = node_type.inputs.get(name)
@@ -113,7 +115,8 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
                 continue
             source_type = registry.nodes.get(source.type)
             if source_type is None:
-                continue  # reported as unknown_type on the source node
+                reported.add(name)  # the source's unknown type is the one problem; not also "missing"
+                continue
             out = source_type.outputs.get(value.output)
             if out is None:
                 outputs = list(source_type.outputs)
@@ -131,11 +134,11 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
                                         "connect a link to it instead of a value", node_id, name))
                 continue
             try:
-                values[name] = spec.coerce(value)
+                values[name] = keyed[name] = spec.coerce(value)
                 _check_choice(spec, values[name], registry)
             except (InputValueError, LookupError) as err:
                 problems.append(Problem("bad_value", str(err).strip("'\""), node_id, name))
-    reported = {p.input for p in problems[before:]}
+    reported.update(p.input for p in problems[before:])
     for name, spec in node_type.inputs.items():
         if name not in values and name not in links and name not in reported:
             if spec.required:
@@ -143,8 +146,8 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
                                         "is neither set nor linked", node_id, name))
             else:
                 values[name] = spec.default
-    literals = {k: v for k, v in spec_inputs.items() if not isinstance(v, Link)}
-    return PlanNode(node_id, node_type, values, links, _digest(node_type, literals))
+                keyed[name] = _keyed_default(spec)
+    return PlanNode(node_id, node_type, values, links, static_digest(node_type.id, node_type.version, keyed))
 
 
 def _migrated_inputs(node_id: str, saved: int | None, node_type: NodeType, inputs: dict[str, Any],

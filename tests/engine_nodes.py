@@ -1,11 +1,12 @@
 """Small nodes for engine tests. They count their calls so tests can see what really ran."""
 
+import random
 from collections import Counter
 from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field
 
-from nodegraph import ANY, FLOAT, INT, Context, FilePath, Lazy, node
+from nodegraph import ANY, FLOAT, INT, JSON, Context, FilePath, Lazy, node
 
 CALLS: Counter = Counter()
 
@@ -138,3 +139,35 @@ def allocate(ctx: Context, gigabytes: Annotated[float, Field(gt=0)] = 1.0) -> AN
     import torch
 
     return torch.empty(int(gigabytes * 2**30 / 4), device=ctx.device)
+
+
+@node("test/random", category="test")
+def random_number(seed: Annotated[int, Field(ge=0)] = 0) -> float:
+    """A pseudo-random number drawn from `seed` (no torch: fast)."""
+    CALLS["test/random"] += 1
+    return random.Random(seed).random()
+
+
+@node("test/json", category="test", outputs=("value",))
+def json_echo(value: JSON = None) -> JSON:
+    """Returns its JSON value unchanged, type included (1, 1.0 and true stay apart)."""
+    CALLS["test/json"] += 1
+    return value
+
+
+@node("test/spin", category="test")
+def spin(ctx: Context, value: float, finish_on_cancel: bool = False,
+         max_polls: Annotated[int, Field(ge=1)] = 10**7) -> float:
+    """Busy until its run is cancelled (bounded by `max_polls`), for cancel-from-another-thread tests.
+
+    A first progress report tells the test it is running. On cancel it raises (the usual long node)
+    or, with `finish_on_cancel`, returns normally so that the engine must stop at the next node.
+    """
+    CALLS["test/spin"] += 1
+    ctx.progress(0, 1)
+    for _ in range(max_polls):
+        if ctx.cancel_token.cancelled:
+            if finish_on_cancel:
+                return value
+            ctx.check_cancelled()
+    return value

@@ -1,5 +1,8 @@
 """Paths, exact parameterization conversions and the closed-form Gaussian-mixture fields."""
 
+import math
+import typing
+
 import pytest
 import torch
 
@@ -15,6 +18,7 @@ from nodes.parameterization import (
 )
 from nodes.path_nodes import convert_prediction
 from nodes.paths import (
+    PATH_KINDS,
     CondOTPath,
     CosinePath,
     LinearVPPath,
@@ -34,6 +38,47 @@ def mixture() -> GaussianMixture:
     means = torch.tensor([[-2.0, 0.5], [1.5, 1.0], [0.5, -2.0]])
     stds = torch.tensor([[0.3, 0.6], [0.5, 0.5], [0.8, 0.2]])
     return GaussianMixture(means, stds, torch.tensor([0.2, 0.5, 0.3]), labels=torch.tensor([0, 1, 0]))
+
+
+def closed_form(kind: str, t: float, beta_min=0.1, beta_max=20.0, n=2.0, sigma_min=0.01, sigma_max=80.0):
+    """(alpha_t, beta_t) written out again here, independently of nodes.paths, from the formulas of the docs."""
+    if kind == "cond_ot":
+        return t, 1 - t
+    if kind == "cosine":
+        return math.sin(math.pi * t / 2), math.cos(math.pi * t / 2)
+    if kind == "linear_vp":
+        return t, math.sqrt(1 - t * t)
+    if kind == "vp":
+        s = 1 - t
+        alpha = math.exp(-(beta_min * s + (beta_max - beta_min) * s * s / 2) / 2)
+        return alpha, math.sqrt(1 - alpha * alpha)
+    if kind == "polynomial":
+        return t**n, 1 - t**n
+    if kind == "ve":
+        return 1.0, sigma_min**t * sigma_max ** (1 - t)
+    raise KeyError(kind)
+
+
+CLOSED_FORM_CASES = [("cond_ot", {}), ("cosine", {}), ("linear_vp", {}), ("vp", {}),
+                     ("vp", {"beta_min": 0.5, "beta_max": 5.0}), ("polynomial", {}), ("polynomial", {"n": 0.5}),
+                     ("polynomial", {"n": 3.0}), ("ve", {}), ("ve", {"sigma_min": 0.1, "sigma_max": 10.0})]
+
+
+def test_closed_form_cases_cover_every_path_kind():
+    assert {kind for kind, _ in CLOSED_FORM_CASES} == set(typing.get_args(PATH_KINDS))
+
+
+@pytest.mark.parametrize("kind, params", CLOSED_FORM_CASES, ids=[f"{k}{p or ''}" for k, p in CLOSED_FORM_CASES])
+def test_schedules_match_closed_forms_at_interior_times(kind, params):
+    """Interior times catch a schedule swapped for another one that still meets the boundary values."""
+    path = make_path(kind, **params)
+    times = [0.1, 0.3, 0.5, 0.7, 0.9]
+    t = torch.tensor(times, dtype=torch.float64)
+    expected = [closed_form(kind, ti, **params) for ti in times]
+    alpha = torch.tensor([a for a, _ in expected], dtype=torch.float64)
+    beta = torch.tensor([b for _, b in expected], dtype=torch.float64)
+    torch.testing.assert_close(path.alpha(t).expand_as(t).double(), alpha, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(path.beta(t).expand_as(t).double(), beta, rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)

@@ -116,4 +116,14 @@ def test_multiple_outputs_from_namedtuple_with_socket_fields():
         return Pair(a, a + 1)
 
     assert pair.node_type.outputs_as_dict(pair(1)) == {"left": 1, "right": 2}
-    assert Lazy[INT] is not None
+
+
+def test_lazy_input_is_marked_lazy_and_keeps_its_socket():
+    @node("test/lazy_int")
+    def lazy_int(a: Lazy[INT], b: INT) -> INT:
+        return a() + b
+
+    inputs = lazy_int.node_type.inputs
+    assert inputs["a"].lazy and inputs["a"].socket is INT
+    assert not inputs["b"].lazy and inputs["b"].socket is INT
+    assert lazy_int.node_type.schema()["inputs"]["a"]["schema"].get("x-lazy") is True

@@ -138,21 +138,62 @@ def test_cancellation_inside_a_node_keeps_session_usable(registry):
     assert log.nodes("node_cached") == ["a"]
 
 
-def test_cancel_from_another_thread_between_nodes(registry):
-    session = Session(registry)
-    nodes = {"n0": {"type": "test/number", "inputs": {}}}
-    for i in range(1, 200):
-        nodes[f"n{i}"] = {"type": "test/slow", "inputs": {"value": link(f"n{i - 1}", "float"), "steps": 50}}
-    started = threading.Event()
+def cancel_when_spinning(session: Session, w, finish_on_cancel: bool) -> tuple[EventLog, RunCancelled]:
+    """Run `w` here while another thread waits for `spin`'s first progress report, then cancels."""
+    spinning = threading.Event()
+    log = EventLog()
 
     def on_event(event):
-        if event.kind == "node_done" and event.node == "n3":
-            started.set()
+        log(event)
+        if event.kind == "progress" and event.node == "spin":
+            spinning.set()
+
+    def canceller():
+        if spinning.wait(timeout=60):
             session.cancel()
 
-    with pytest.raises(RunCancelled):
-        session.run(wf(nodes), outputs=["n199"], on_event=on_event)
-    assert started.is_set()
+    thread = threading.Thread(target=canceller)
+    thread.start()
+    w.set("spin.finish_on_cancel", finish_on_cancel)
+    try:
+        with pytest.raises(RunCancelled) as info:
+            session.run(w, on_event=on_event)
+    finally:
+        spinning.set()  # never leave the canceller waiting
+        thread.join()
+    return log, info.value
+
+
+def spin_workflow():
+    return wf({"a": {"type": "test/number", "inputs": {"value": 2.0}},
+               "spin": {"type": "test/spin", "inputs": {"value": link("a", "float")}},
+               "after": {"type": "test/add", "inputs": {"a": link("spin", "float")}},
+               "out": {"type": "test/sink", "inputs": {"value": link("after", "float")}}})
+
+
+def test_cancel_from_another_thread_inside_a_node(registry):
+    session = Session(registry)
+    log, err = cancel_when_spinning(session, spin_workflow(), finish_on_cancel=False)
+    assert "in node 'spin'" in str(err)
+    assert log.nodes("node_start") == ["a", "spin"] and log[-1].status == "cancelled"
+    log = EventLog()
+    w = spin_workflow()
+    w.set("spin.max_polls", 1)
+    assert session.run(w, on_event=log)["out"]["value"] == 2.0  # the session is usable again
+    assert log.nodes("node_cached") == ["a"]
+
+
+def test_cancel_from_another_thread_between_nodes(registry):
+    """`spin` ignores the cancel and finishes; the engine stops before the next node and keeps spin's result."""
+    session = Session(registry)
+    log, err = cancel_when_spinning(session, spin_workflow(), finish_on_cancel=True)
+    assert "before node 'after'" in str(err)
+    assert log.nodes("node_done") == ["a", "spin"] and "after" not in log.nodes("node_start")
+    log = EventLog()
+    w = spin_workflow()
+    w.set("spin.finish_on_cancel", True)
+    assert session.run(w, on_event=log)["out"]["value"] == 2.0
+    assert log.nodes("node_cached") == ["spin"]
 
 
 def test_link_fed_widget_is_validated_at_run_time(registry):

@@ -5,7 +5,11 @@ import socket
 import pytest
 import torch
 
+from nodegraph import Session
+from nodegraph.cache import size_of
 from nodes.text.encoder import load_text_encoder, split_prompts, text_encode
+
+from .helpers import EventLog, link, wf
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +27,6 @@ def no_network(monkeypatch):
 
 
 def test_loads_and_encodes_offline(no_network):
-    from nodes.text import encoder as module
-
-    module._loaded.clear()
     enc = load_text_encoder("all-MiniLM-L6-v2", "cpu")
     cond = enc.encode(["a red circle"])
     assert enc.dim == 384 and cond.tokens.shape[-1] == 384
@@ -89,3 +90,41 @@ def test_caption_table_encodes_each_distinct_caption_once(encoder):
         assert int(cond.mask[i].sum()) == n
         assert torch.allclose(cond.tokens[i, :n], ref.tokens[0], atol=1e-4)
         assert torch.allclose(cond.pooled[i], ref.pooled[0], atol=1e-5)
+
+
+def weight_bytes(module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def encode_workflow(text: str):
+    return wf({"enc": {"type": "core/text_encoder_loader", "inputs": {}},
+               "prompt": {"type": "core/text_encode",
+                          "inputs": {"encoder": link("enc", "text_encoder"), "text": text}}})
+
+
+def test_loader_keeps_no_hidden_cache():
+    """Only the engine caches a loaded encoder (under its budget): each direct load is a new object."""
+    assert load_text_encoder() is not load_text_encoder()
+
+
+def test_engine_caches_the_encoder_and_counts_its_weights(builtin_registry):
+    session = Session(builtin_registry, device="cpu")
+    first = session.run(encode_workflow("a red circle"), outputs=["enc", "prompt"])
+    assert first.ran == ["enc", "prompt"]
+    encoder = first.value("enc")
+    log = EventLog()
+    second = session.run(encode_workflow("a blue square"), outputs=["enc", "prompt"], on_event=log)
+    assert log.nodes("node_cached") == ["enc"] and log.nodes("node_start") == ["prompt"]  # not reloaded
+    assert second.value("enc") is encoder and second.value("prompt").prompts == ("a blue square",)
+    assert size_of(encoder) >= weight_bytes(encoder.model)
+    assert session.cache.total_bytes >= weight_bytes(encoder.model)
+
+
+def test_encoder_larger_than_the_budget_is_not_kept(builtin_registry):
+    """Its weights count against the budget: a cache smaller than them does not hold the encoder."""
+    session = Session(builtin_registry, device="cpu", cache_bytes=8 << 20)
+    session.run(encode_workflow("a red circle"), outputs=["prompt"])
+    assert session.cache.total_bytes <= 8 << 20
+    log = EventLog()
+    session.run(encode_workflow("a blue square"), outputs=["prompt"], on_event=log)
+    assert log.nodes("node_start") == ["enc", "prompt"]

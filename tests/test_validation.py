@@ -36,6 +36,16 @@ def test_missing_required_input(registry):
     assert kinds(problems) == [("missing_input", "x", "a")]
 
 
+def test_link_from_unknown_type_is_reported_once_not_also_as_missing(registry):
+    """The unknown type is the one cause; the required input it feeds is not also 'neither set nor linked'."""
+    problems = validate(wf({
+        "src": {"type": "test/numbr", "inputs": {}},
+        "x": {"type": "test/add", "inputs": {"a": link("src", "float")}},
+        "y": {"type": "test/add", "inputs": {}},
+    }), registry)
+    assert kinds(problems) == [("unknown_type", "src", None), ("missing_input", "y", "a")]
+
+
 def test_link_to_missing_node_or_output(registry):
     problems = validate(wf({
         "a": {"type": "test/number", "inputs": {}},

@@ -79,18 +79,13 @@ class TextEncoder:
         return Condition(tokens=hidden, mask=mask, pooled=pooled, prompts=prompts)
 
 
-_loaded: dict[tuple[str, str], TextEncoder] = {}
-_loaded_lock = threading.Lock()
-
-
 def load_text_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu") -> TextEncoder:
-    """Load (once per process and device) a named or folder text encoder."""
-    folder = bundled_model_dir(name)
-    key = (str(folder.resolve()), device)
-    with _loaded_lock:
-        if key not in _loaded:
-            _loaded[key] = TextEncoder(folder, device, name)
-        return _loaded[key]
+    """Load a named or folder text encoder, fresh on every call.
+
+    No module-level cache: in a workflow the loader node is pure, so the session's cache keeps the
+    encoder under the node's key, counts its weights in the memory budget and drops it on eviction.
+    """
+    return TextEncoder(bundled_model_dir(name), device, name)
 
 
 def split_prompts(text: str) -> list[str]:
