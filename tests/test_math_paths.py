@@ -1,7 +1,6 @@
 """Paths, exact parameterization conversions and the closed-form Gaussian-mixture fields."""
 
 import math
-import typing
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from nodes.parameterization import (
 )
 from nodes.path_nodes import convert_prediction
 from nodes.paths import (
-    PATH_KINDS,
+    BUILTIN_PATHS,
     CondOTPath,
     CosinePath,
     LinearVPPath,
@@ -65,13 +64,13 @@ CLOSED_FORM_CASES = [("cond_ot", {}), ("cosine", {}), ("linear_vp", {}), ("vp", 
 
 
 def test_closed_form_cases_cover_every_path_kind():
-    assert {kind for kind, _ in CLOSED_FORM_CASES} == set(typing.get_args(PATH_KINDS))
+    assert {kind for kind, _ in CLOSED_FORM_CASES} == {path.name for path in BUILTIN_PATHS}
 
 
 @pytest.mark.parametrize("kind, params", CLOSED_FORM_CASES, ids=[f"{k}{p or ''}" for k, p in CLOSED_FORM_CASES])
 def test_schedules_match_closed_forms_at_interior_times(kind, params):
     """Interior times catch a schedule swapped for another one that still meets the boundary values."""
-    path = make_path(kind, **params)
+    path = path_from_config({"kind": kind, **params})
     times = [0.1, 0.3, 0.5, 0.7, 0.9]
     t = torch.tensor(times, dtype=torch.float64)
     expected = [closed_form(kind, ti, **params) for ti in times]
