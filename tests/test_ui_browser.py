@@ -18,6 +18,8 @@ import pytest
 
 from nodegraph import Session
 from nodegraph.plugins import load_registry
+from nodes.api import Solver
+from nodes.solvers import midpoint
 
 from .test_ui_api import slow_graph, slow_images
 
@@ -51,7 +53,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     if default.exists():
         (folder / "default.json").write_text(default.read_text())
     registry, _ = load_registry(entry_points=False)
-    registry.registrar("tests").add_node(slow_images)
+    tests = registry.registrar("tests")
+    tests.add_node(slow_images)
+    tests.add_component("solver", "plugin_midpoint", Solver("plugin_midpoint", midpoint))  # a plugin's solver
     session = Session(registry, device="cpu", output_dir=tmp_path_factory.mktemp("out"))
     running = BackgroundServer(create_server(build_app(session, workflows_dir=folder))).start()
     yield running
@@ -265,3 +269,60 @@ def test_make_browser_fails_loudly_under_ci_when_chromium_cannot_be_installed(tm
     assert ci.returncode != 0 and "chromium is missing" in ci.stderr
     local = subprocess.run(make, env={"PATH": str(bin_dir)}, capture_output=True, text=True)
     assert local.returncode == 0 and "will be skipped" in local.stdout
+
+
+def _toy_solve_graph() -> dict:
+    def link(source: str, output: str) -> dict:
+        return {"from": source, "output": output}
+
+    nodes = {
+        "mixture": {"type": "core/toy_mixture", "inputs": {"components": 4, "num_classes": 1}},
+        "path": {"type": "core/path", "inputs": {"kind": "cond_ot"}},
+        "field": {"type": "core/toy_field", "inputs": {"mixture": link("mixture", "mixture"),
+                                                      "path": link("path", "path")}},
+        "noise": {"type": "core/noise", "inputs": {"shape": [64, 2], "seed": 0}},
+        "grid": {"type": "core/uniform_grid", "inputs": {"steps": 4}},
+        "solve": {"type": "core/ode_solve", "inputs": {"field": link("field", "vector_field"),
+                                                      "noise": link("noise", "latent"),
+                                                      "grid": link("grid", "time_grid")}},
+        "plot": {"type": "core/plot_2d", "inputs": {"points": link("solve", "latent"), "size": 128}},
+        "show": {"type": "core/preview_image", "inputs": {"images": link("plot", "image")}},
+    }
+    positions = {"mixture": [20, 20], "path": [20, 250], "field": [280, 20], "noise": [280, 200],
+                 "grid": [280, 330], "solve": [540, 20], "plot": [800, 20], "show": [800, 300]}
+    return {"format": "nodegraph/workflow", "version": 1, "name": "solvers", "nodes": nodes,
+            "ui": {"positions": positions}}
+
+
+def test_plugin_solvers_are_in_the_dropdown_and_a_solver_node_links_into_method(page, tmp_path):
+    upload = tmp_path / "solvers.json"
+    upload.write_text(json.dumps(_toy_solve_graph()))
+    page.set_input_files("input.ng-upload-input", str(upload))
+    method = '.ng-node[data-id="solve"] .ng-in[data-input="method"]'
+    page.wait_for_selector(f"{method} select")
+    options = page.eval_on_selector_all(f"{method} option", "els => els.map(e => e.textContent)")
+    assert options[:6] == ["euler", "heun", "midpoint", "rk4", "dopri5", "ddim"] and "plugin_midpoint" in options
+    inputs = page.eval_on_selector_all('.ng-node[data-id="solve"] .ng-in', "els => els.map(e => e.dataset.input)")
+    assert "rtol" not in inputs and "atol" not in inputs  # dopri5's options are on its own node
+    page.select_option(f"{method} select", "plugin_midpoint")
+    assert workflow(page)["nodes"]["solve"]["inputs"]["method"] == "plugin_midpoint"
+    page.click("button.ng-run")
+    page.locator('.ng-node[data-id="show"] img.ng-output-image').first.wait_for(timeout=30_000)
+
+    canvas = page.locator(".ng-canvas").bounding_box()
+    adaptive = add_node(page, "adaptive solver", canvas["x"] + 40, canvas["y"] + canvas["height"] - 60)
+    connect(page, adaptive, "solver", "solve", "method")
+    data = workflow(page)
+    assert data["nodes"]["solve"]["inputs"]["method"] == {"from": adaptive, "output": "solver"}
+    assert page.locator(f"{method} select").count() == 0  # a linked choice shows the link, not the dropdown
+    connect(page, "noise", "latent", "solve", "method")  # a tensor is no solver: refused with the reason
+    toast = page.locator(".ng-toast.ng-show")
+    toast.wait_for()
+    assert "LATENT" in toast.inner_text() and "SOLVER" in toast.inner_text()
+    page.click("button.ng-run")
+    page.wait_for_function("document.querySelector('.ng-side .ng-run-status').textContent.includes('ran')",
+                           timeout=30_000)
+    assert page.locator(".ng-invalid").count() == 0
+    page.screenshot(path=str(tmp_path / "solvers.png"))
+    if os.environ.get("NODEGRAPH_UI_SCREENSHOT"):
+        page.screenshot(path=os.environ["NODEGRAPH_UI_SCREENSHOT"].replace(".png", "_solvers.png"))
