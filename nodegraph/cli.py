@@ -7,6 +7,7 @@ device, arguments). User mistakes print a message on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import itertools
 import json
 import sys
@@ -268,10 +269,16 @@ def cmd_plugin(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    from ui.app import main as launch_ui
+APPS_GROUP = "nodegraph.apps"
 
-    launch_ui(args.workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir)
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The browser editor is an app found through the `nodegraph.apps` entry point "ui" (the engine
+    does not import the UI)."""
+    found = [ep for ep in importlib.metadata.entry_points(group=APPS_GROUP) if ep.name == "ui"]
+    if not found:
+        raise UsageError(f"no browser editor is installed (entry point 'ui' in group {APPS_GROUP!r})")
+    found[0].load()(args.workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir)
     return EXIT_OK
 
 

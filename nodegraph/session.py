@@ -24,6 +24,7 @@ from .context import Cancelled, CancelToken, Context
 from .events import Event, Subscriber
 from .fingerprint import fingerprint
 from .node import InputValueError
+from .plugins import default_registry
 from .registry import Registry
 from .validate import Plan, compile_workflow
 from .workflow import Workflow
@@ -276,11 +277,7 @@ class Session:
     def __init__(self, registry: Registry | None = None, *, device: str | None = None, dtype: str = "float32",
                  cache_bytes: int = 4 << 30, output_dir: str | os.PathLike = "outputs",
                  check_finite: bool = True, input_roots: Iterable[str | os.PathLike] | None = None) -> None:
-        if registry is None:
-            from .plugins import default_registry
-
-            registry = default_registry()
-        self.registry = registry
+        self.registry = registry if registry is not None else default_registry()
         self.device = resolve_device(device)
         self.dtype = dtype
         self.output_dir = Path(output_dir)
