@@ -11,3 +11,13 @@ Steps = Annotated[int, Field(ge=1, le=10000, description="Number of solver steps
 GuidanceScale = Annotated[float, Field(ge=0, le=30, description="Guidance weight w (1 = no guidance).")]
 Prediction = Literal["velocity", "epsilon", "x0"]
 """What a network predicts: the velocity u, the noise eps or the data x0 (converted exactly on the path)."""
+
+# Training hyper-parameters, shared by every trainer.
+TrainingSteps = Annotated[int, Field(ge=1, le=1_000_000, description="Optimisation steps.")]
+BatchSize = Annotated[int, Field(ge=1, le=4096)]
+LearningRate = Annotated[float, Field(gt=0, le=1, description="Peak AdamW learning rate (warm-up, then cosine).")]
+Dropout = Annotated[float, Field(ge=0, le=1, description="Probability of replacing the condition by the null one.")]
+EmaDecay = Annotated[float, Field(ge=0, lt=1, description="Decay of the weight average returned (0: no average).")]
+GradClip = Annotated[float, Field(ge=0, description="Global gradient-norm clip (0: off).")]
+WeightDecay = Annotated[float, Field(ge=0)]
+CheckpointEvery = Annotated[int, Field(ge=0, description="Write a checkpoint every N steps (0: only at the end).")]

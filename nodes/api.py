@@ -23,7 +23,9 @@ Architectures `Backbone` (an nn.Module with arch, config, prediction; forward(x,
              `Architecture(cls, kind)` registered as ("architecture", cls.arch): the built-in
              checkpoint nodes then save and load it. Attention through `Attention` (swappable
              processors, see nodes.models.attention) makes a backbone editable by prompt-to-prompt.
-Aliases      Seed, Unit, Steps, GuidanceScale, Prediction: shared `Annotated` input types.
+Aliases      Seed, Unit, Steps, GuidanceScale, Prediction and the training ones (TrainingSteps,
+             BatchSize, LearningRate, Dropout, EmaDecay, GradClip, WeightDecay, CheckpointEvery):
+             shared `Annotated` input types, so bounds are spelled once.
 
 Register components in the `nodegraph_register_components` hook:
 
@@ -34,7 +36,21 @@ Register components in the `nodegraph_register_components` hook:
 
 from nodegraph import API_VERSION
 
-from .annotations import GuidanceScale, Prediction, Seed, Steps, Unit
+from .annotations import (
+    BatchSize,
+    CheckpointEvery,
+    Dropout,
+    EmaDecay,
+    GradClip,
+    GuidanceScale,
+    LearningRate,
+    Prediction,
+    Seed,
+    Steps,
+    TrainingSteps,
+    Unit,
+    WeightDecay,
+)
 from .broadcast import batch_times, expand_time
 from .conditioning import Condition
 from .fields import CountingField, FieldWrapper, ModelField, VectorField, wrap_field
@@ -70,7 +86,8 @@ from .sockets import (
 from .solvers import Callback, Solver, SolverFn
 
 __all__ = [
-    "API_VERSION", "Architecture", "Attention", "AttentionProcessor", "BACKBONE", "Backbone", "CFGField",
+    "API_VERSION", "Architecture", "Attention", "AttentionProcessor", "BACKBONE", "Backbone", "BatchSize", "CFGField",
+    "CheckpointEvery", "Dropout", "EmaDecay", "GradClip", "LearningRate", "TrainingSteps", "WeightDecay",
     "CLASSIFIER", "CONDITIONING", "Callback", "CheckpointError", "CombineFn", "Condition", "ConditionPair",
     "CountingField", "DATASET", "DIT", "FieldWrapper", "GUIDANCE", "GaussianPath", "GuidanceMethod",
     "GuidanceScale", "IMAGE", "LATENT", "MLP", "MODEL_FIELD", "ModelField", "PATH", "Prediction", "SIGMA_SCHEDULE",

@@ -7,15 +7,14 @@ of classifier(x_t, t) against the label of z. Its gradient d/dx log p_t(y|x) is 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from nodegraph import Context, node
 
+from ..annotations import BatchSize, EmaDecay, GradClip, LearningRate, Seed, TrainingSteps, Unit, WeightDecay
 from ..models.training_info import TrainingInfo
 from ..sockets import CLASSIFIER, DATASET, PATH
 from .common import Optimisation, describe_dataset, train_in_run
@@ -40,14 +39,14 @@ def classifier_loss_fn(path, images: torch.Tensor, labels: torch.Tensor, batch_s
 
 @node("core/train_classifier", category="training", display_name="Train noisy classifier")
 def train_classifier(ctx: Context, classifier: CLASSIFIER, dataset: DATASET, path: PATH,
-                     steps: Annotated[int, Field(ge=1, le=1_000_000)] = 2000,
-                     batch_size: Annotated[int, Field(ge=1, le=4096)] = 64,
-                     lr: Annotated[float, Field(gt=0, le=1)] = 2e-3,
-                     t_min: Annotated[float, Field(ge=0, le=1)] = 0.0, clean: bool = False,
-                     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999,
-                     grad_clip: Annotated[float, Field(ge=0)] = 1.0,
-                     weight_decay: Annotated[float, Field(ge=0)] = 0.0,
-                     seed: Annotated[int, Field(ge=0)] = 0) -> CLASSIFIER:
+                     steps: TrainingSteps = 2000,
+                     batch_size: BatchSize = 64,
+                     lr: LearningRate = 2e-3,
+                     t_min: Unit = 0.0, clean: bool = False,
+                     ema_decay: EmaDecay = 0.999,
+                     grad_clip: GradClip = 1.0,
+                     weight_decay: WeightDecay = 0.0,
+                     seed: Seed = 0) -> CLASSIFIER:
     """Minimise cross-entropy(classifier(x_t, t), y) with x_t = alpha_t z + beta_t eps, t ~ U(t_min, 1);
     clean = True trains on data only (t = 1), a plain classifier to score samples. Returns EMA weights."""
     labels = getattr(dataset, "labels", None)

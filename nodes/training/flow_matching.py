@@ -9,14 +9,23 @@ u(x|y) and u(x|null).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from nodegraph import Context, node
 
+from ..annotations import (
+    BatchSize,
+    CheckpointEvery,
+    Dropout,
+    EmaDecay,
+    GradClip,
+    LearningRate,
+    Seed,
+    TrainingSteps,
+    WeightDecay,
+)
 from ..conditioning import Condition
 from ..models.training_info import TrainingInfo
 from ..sockets import BACKBONE, DATASET, PATH
@@ -64,15 +73,15 @@ def flow_matching_loss_fn(path, images: torch.Tensor, condition_fn: ConditionFn,
 
 @node("core/train_flow_matching", category="training", display_name="Train flow matching")
 def train_flow_matching(ctx: Context, backbone: BACKBONE, dataset: DATASET, path: PATH,
-                        steps: Annotated[int, Field(ge=1, le=1_000_000)] = 2000,
-                        batch_size: Annotated[int, Field(ge=1, le=4096)] = 64,
-                        lr: Annotated[float, Field(gt=0, le=1)] = 2e-3,
-                        label_dropout: Annotated[float, Field(ge=0, le=1)] = 0.1,
-                        ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999,
-                        grad_clip: Annotated[float, Field(ge=0)] = 1.0,
-                        weight_decay: Annotated[float, Field(ge=0)] = 0.0,
-                        seed: Annotated[int, Field(ge=0)] = 0,
-                        checkpoint_every: Annotated[int, Field(ge=0)] = 0,
+                        steps: TrainingSteps = 2000,
+                        batch_size: BatchSize = 64,
+                        lr: LearningRate = 2e-3,
+                        label_dropout: Dropout = 0.1,
+                        ema_decay: EmaDecay = 0.999,
+                        grad_clip: GradClip = 1.0,
+                        weight_decay: WeightDecay = 0.0,
+                        seed: Seed = 0,
+                        checkpoint_every: CheckpointEvery = 0,
                         checkpoint_prefix: str = "flow_matching") -> BACKBONE:
     """Conditional flow matching: minimise ||f(x_t, t, y) - target||^2 with x_t = alpha_t z + beta_t eps,
     target alpha'_t z + beta'_t eps (velocity), eps or z, labels dropped to the null id with probability

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
 
 import torch
-from pydantic import Field
 
 from nodegraph import Context, node
 
+from ..annotations import BatchSize, CheckpointEvery, Dropout, EmaDecay, GradClip, LearningRate, Seed, TrainingSteps
 from ..conditioning import Condition
 from ..models.training_info import TrainingInfo
 from ..sockets import BACKBONE, DATASET, PATH, TEXT_ENCODER, VAE
@@ -72,14 +71,14 @@ def encode_dataset(vae, images: torch.Tensor, batch_size: int = 512) -> torch.Te
 
 @node("core/train_text_to_image", category="training", display_name="Train text-to-image (latent)")
 def train_text_to_image(ctx: Context, backbone: BACKBONE, dataset: DATASET, vae: VAE, text_encoder: TEXT_ENCODER,
-                        path: PATH, steps: Annotated[int, Field(ge=1, le=1_000_000)] = 3000,
-                        batch_size: Annotated[int, Field(ge=1, le=4096)] = 64,
-                        lr: Annotated[float, Field(gt=0, le=1)] = 1e-3,
-                        caption_dropout: Annotated[float, Field(ge=0, le=1)] = 0.1,
-                        ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999,
-                        grad_clip: Annotated[float, Field(ge=0)] = 1.0,
-                        seed: Annotated[int, Field(ge=0)] = 0,
-                        checkpoint_every: Annotated[int, Field(ge=0)] = 0,
+                        path: PATH, steps: TrainingSteps = 3000,
+                        batch_size: BatchSize = 64,
+                        lr: LearningRate = 1e-3,
+                        caption_dropout: Dropout = 0.1,
+                        ema_decay: EmaDecay = 0.999,
+                        grad_clip: GradClip = 1.0,
+                        seed: Seed = 0,
+                        checkpoint_every: CheckpointEvery = 0,
                         checkpoint_prefix: str = "text_to_image") -> BACKBONE:
     """Flow matching on scaled VAE latents with text conditioning (a backbone with context_dim = the
     encoder's width): loss = ||f(alpha_t z + beta_t eps, t, c) - target||^2, t ~ U(0, 1), c = the caption's

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from nodegraph import Context, node
 
+from ..annotations import BatchSize, LearningRate, Seed, TrainingSteps
 from ..image_io import resolve_output_folder
 from ..models.builders import seeded
 from ..models.checkpoint import save_model
@@ -49,13 +50,13 @@ def vae_optimisation(steps: int, lr: float) -> Optimisation:
 
 
 @node("core/train_vae", category="training", display_name="Train VAE")
-def train_vae(ctx: Context, dataset: DATASET, steps: Annotated[int, Field(ge=1, le=1_000_000)] = 2000,
-              batch_size: Annotated[int, Field(ge=1, le=4096)] = 64,
-              lr: Annotated[float, Field(gt=0, le=1)] = 2e-3,
+def train_vae(ctx: Context, dataset: DATASET, steps: TrainingSteps = 2000,
+              batch_size: BatchSize = 64,
+              lr: LearningRate = 2e-3,
               kl_weight: Annotated[float, Field(ge=0, le=10)] = 1e-4,
               latent_channels: Annotated[int, Field(ge=1, le=64)] = 4,
               channels: list[Annotated[int, Field(ge=4, le=1024)]] = [32, 64],  # noqa: B006
-              seed: Annotated[int, Field(ge=0)] = 0) -> VAE:
+              seed: Seed = 0) -> VAE:
     """Train a KL-regularised autoencoder on the dataset's images (in [-1, 1]):
     loss = mean (decode(mu + sigma eps) - x)^2 + kl_weight * mean KL(N(mu, sigma^2) || N(0, 1)).
     Each level of `channels` halves the side. Afterwards scaling_factor = 1 / std(latents)."""
