@@ -1,8 +1,7 @@
 """Samplers for a Gaussian path x = alpha_t x0 + beta_t eps, driven by any velocity field u(x, t, cond).
 
-At each grid time s the velocity is turned into (x0, eps) predictions exactly, by solving
-    x = alpha x0 + beta eps,   u = alpha' x0 + beta' eps
-(det = alpha beta' - beta alpha' is non-zero on every path of nodes.paths). With lambda = log(alpha / beta)
+At each grid time s the field gives its (x0, eps) predictions exactly through its path
+(`VectorField.x0_eps`: x = alpha x0 + beta eps, u = alpha' x0 + beta' eps). With lambda = log(alpha / beta)
 and h = lambda_t - lambda_s, one step from s to t is
     DPM-Solver++(2M):  x_t = (beta_t / beta_s) x_s + (alpha_t - alpha_s beta_t / beta_s) D,
                        D = (1 + c) x0_s - c x0_prev,  c = h / (2 h_prev)  (c = 0 if h_prev is infinite: from t = 0);
@@ -21,18 +20,15 @@ import torch
 from nodes.api import Callback, Condition, GaussianPath, VectorField
 
 
-def _coefficients(path: GaussianPath, t: float) -> tuple[float, float, float, float]:
+def _alpha_beta(path: GaussianPath, t: float) -> tuple[float, float]:
     tt = torch.tensor([t], dtype=torch.float64)
-    return (float(path.alpha(tt)), float(path.beta(tt)), float(path.d_alpha(tt)), float(path.d_beta(tt)))
+    return float(path.alpha(tt)), float(path.beta(tt))
 
 
-def x0_eps(path: GaussianPath, x: torch.Tensor, u: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0, eps) from (x, u) at time t: the 2x2 linear solve above."""
-    a, b, da, db = _coefficients(path, t)
-    det = a * db - b * da
-    if abs(det) < 1e-12:
-        raise ValueError(f"path has alpha beta' - beta alpha' = 0 at t={t}; x0 cannot be recovered")
-    return (db * x - b * u) / det, (a * u - da * x) / det
+def _predictions(field: VectorField, x: torch.Tensor, s: float, cond: Condition | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, eps) at time s from one field evaluation."""
+    return field.x0_eps(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device), cond)
 
 
 TINY = 1e-8
@@ -57,10 +53,9 @@ def dpmpp_2m(field: VectorField, x: torch.Tensor, times: torch.Tensor, cond: Con
     x0_prev, h_prev = None, math.inf
     for i in range(total):
         s, t = ts[i], ts[i + 1]
-        a_s, b_s, _, _ = _coefficients(path, s)
-        a_t, b_t, _, _ = _coefficients(path, t)
-        u = field(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device), cond)
-        x0, eps = x0_eps(path, x, u, s)
+        a_s, b_s = _alpha_beta(path, s)
+        a_t, b_t = _alpha_beta(path, t)
+        x0, eps = _predictions(field, x, s, cond)
         h = _log_snr(a_t, b_t) - _log_snr(a_s, b_s)
         if b_t <= TINY:  # the last step, onto the data (h infinite)
             x = a_t * x0
@@ -87,10 +82,9 @@ def ddim_eta(field: VectorField, x: torch.Tensor, times: torch.Tensor, cond: Con
     total = len(ts) - 1
     for i in range(total):
         s, t = ts[i], ts[i + 1]
-        a_s, b_s, _, _ = _coefficients(path, s)
-        a_t, b_t, _, _ = _coefficients(path, t)
-        u = field(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device), cond)
-        x0, eps = x0_eps(path, x, u, s)
+        a_s, b_s = _alpha_beta(path, s)
+        a_t, b_t = _alpha_beta(path, t)
+        x0, eps = _predictions(field, x, s, cond)
         decay = (a_s * b_t) / (b_s * a_t) if a_t > 0 and b_s > 0 else 0.0
         g = eta * b_t * math.sqrt(max(0.0, 1.0 - decay * decay))
         x = a_t * x0 + math.sqrt(max(0.0, b_t * b_t - g * g)) * eps
