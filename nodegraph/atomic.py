@@ -7,7 +7,10 @@ a rename, not a copy), is flushed and fsynced, then published under the final na
 * overwrite=False: `os.link`, which fails with FileExistsError if the name exists, so an existing
   file is never replaced and two concurrent writers can never clobber each other.
 
-A writer killed mid-write leaves at most a hidden `.NAME.*.tmp` file, never a partial final file.
+A writer killed mid-write leaves at most a hidden `.NAME.<12 hex>.tmp` file, never a partial final
+file; `remove_stale_temps` deletes such leftovers (only names of exactly that pattern, only files
+older than this process and than `STALE_SECONDS`, so a write in progress elsewhere is never touched).
+It runs at the first save into a folder in each process and when a Session starts.
 The temporary file is created with `mode` through `os.open`, so the process umask applies as it
 does for any ordinary file (0o644 under the usual umask 022; `tempfile.mkstemp` would give 0600).
 """
@@ -15,12 +18,57 @@ does for any ordinary file (0o644 under the usual umask 022; `tempfile.mkstemp` 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "remove_stale_temps"]
+
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+"""Names `_create_temp` makes, and the only names `remove_stale_temps` ever deletes."""
+
+STALE_SECONDS = 60.0
+PROCESS_START = time.time()
+_swept: set[Path] = set()
+_swept_lock = threading.Lock()
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete leftovers of interrupted atomic writes in `folder` (not below it); returns them.
+
+    A file is a leftover when its name matches `TEMP_NAME` and it was last modified before this
+    process started and more than `STALE_SECONDS` ago: no writer of this process made it, and none
+    elsewhere is still writing it. Anything else (other hidden files, folders, links) is left alone.
+    """
+    removed = []
+    cutoff = min(PROCESS_START, time.time() - STALE_SECONDS)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if (TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < cutoff):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    """`remove_stale_temps` at the first save into `folder` in this process."""
+    key = folder.resolve()
+    with _swept_lock:
+        if key in _swept:
+            return
+        _swept.add(key)
+    remove_stale_temps(key)
 
 
 def _create_temp(target: Path, mode: int) -> Path:
@@ -60,6 +108,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, mode: int = 
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(target.parent)
     temp = _create_temp(target, mode)
     permissions = temp.stat().st_mode & 0o7777  # `mode` less the umask, as os.open applied it
     try:

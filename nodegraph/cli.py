@@ -1,7 +1,8 @@
 """The `nodegraph` command: run, validate, nodes, plugins, plugin new, ui.
 
 Exit codes: 0 ok, 1 a node failed (or the run was cancelled), 2 invalid input (workflow, --set,
-device, arguments). User mistakes print a message on stderr, never a traceback.
+device, arguments). User mistakes print one line on stderr, never a traceback; `--debug` adds the
+traceback of a node failure (or of an unexpected error).
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import itertools
 import json
 import sys
 import time
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
+from .confine import PathPolicy
 from .events import Event
 from .plugins import PluginReport, load_registry
 from .registry import Registry
@@ -29,9 +33,48 @@ class UsageError(Exception):
     """A mistake in the command line or its inputs: exit 2 with the message."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (exit 2), not usage text plus the error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} is not between 1 and 65535")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _path_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("paths (checked at validation, before anything runs)")
+    group.add_argument("--out", default="outputs", metavar="DIR",
+                       help="output folder: every file a node writes lands in it (default: outputs)")
+    group.add_argument("--read-root", action="append", default=[], metavar="DIR",
+                       help="a folder nodes may read besides the working folder and --out (repeatable; "
+                            "also $NODEGRAPH_READ_ROOTS)")
+    return parent
+
+
 def _plugin_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("plugins")
+    group.add_argument("--debug", action="store_true", help="print tracebacks of node failures")
     group.add_argument("--plugins-dir", action="append", default=[], metavar="DIR",
                        help="load plugins from this folder (repeatable; also $NODEGRAPH_PLUGINS)")
     group.add_argument("--disable-plugin", action="append", default=[], metavar="NAME",
@@ -41,27 +84,27 @@ def _plugin_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    plugin_opts = _plugin_options()
-    parser = argparse.ArgumentParser(prog="nodegraph", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    plugin_opts, path_opts = _plugin_options(), _path_options()
+    parser = _Parser(prog="nodegraph", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", parents=[plugin_opts], help="run a workflow headlessly")
+    run = sub.add_parser("run", parents=[plugin_opts, path_opts], help="run a workflow headlessly")
     run.add_argument("workflow")
     run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="override an input (JSON value, else a string); repeatable")
-    run.add_argument("--out", default="outputs", metavar="DIR", help="output folder (default: outputs)")
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     run.add_argument("--outputs", metavar="ID,ID", help="run only what these nodes need")
     run.add_argument("--events", choices=["text", "json", "none"], default="text",
                      help="progress display on stderr (text), JSON lines on stdout (json), or none")
-    run.add_argument("--repeat", type=int, default=1, help="run N times in one session (cache reused)")
+    run.add_argument("--repeat", type=_positive, default=1, help="run N times in one session (cache reused)")
     run.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
                      help="run once per value (several --sweep: every combination), one cache for all")
-    run.add_argument("--cache-mb", type=int, default=4096, help="output cache budget in MiB")
-    run.add_argument("--threads", type=int, metavar="N",
+    run.add_argument("--cache-mb", type=_positive, default=4096, help="output cache budget in MiB")
+    run.add_argument("--threads", type=_positive, metavar="N",
                      help="CPU threads for torch (1 avoids oversubscription when other jobs share the cores)")
 
-    check = sub.add_parser("validate", parents=[plugin_opts], help="check a workflow, list every problem")
+    check = sub.add_parser("validate", parents=[plugin_opts, path_opts],
+                           help="check a workflow, list every problem")
     check.add_argument("workflow")
     check.add_argument("--json", action="store_true", help="problems as JSON")
 
@@ -80,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", parents=[plugin_opts], help="start the browser editor")
     ui.add_argument("workflow", nargs="?")
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=7860)
+    ui.add_argument("--port", type=_port, default=7860)
     return parser
 
 
@@ -94,6 +137,15 @@ def _report_plugin_failures(report: PluginReport, stream: TextIO) -> None:
         print(f"warning: plugin {failure.name!r} ({failure.source}) was skipped: {failure.error}", file=stream)
 
 
+def _clip(text: str, limit: int = 80) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def _read_roots(args: argparse.Namespace) -> list[str] | None:
+    """The working folder plus --read-root folders (None: the default, the working folder only)."""
+    return [str(Path.cwd()), *args.read_root] if args.read_root else None
+
+
 def _load_workflow(path: str, overrides: Sequence[str]) -> Workflow:
     workflow = Workflow.load(path)
     for item in overrides:
@@ -103,7 +155,9 @@ def _load_workflow(path: str, overrides: Sequence[str]) -> Workflow:
         try:
             workflow.set(address.strip(), parse_cli_value(raw))
         except KeyError as err:
-            raise UsageError(f"--set {item!r}: {err.args[0]}") from None
+            raise UsageError(f"--set {_clip(item)}: {err.args[0]}") from None
+        except ValueError as err:
+            raise UsageError(f"--set {_clip(item)}: {err}") from None
     return workflow
 
 
@@ -151,14 +205,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     _report_plugin_failures(report, sys.stderr)
     workflow = _load_workflow(args.workflow, args.set)
     if args.threads:
-        if args.threads < 1:
-            raise UsageError("--threads must be at least 1")
         import torch
 
         torch.set_num_threads(args.threads)
-    session = Session(registry, device=args.device, cache_bytes=args.cache_mb << 20, output_dir=args.out)
+    session = Session(registry, device=args.device, cache_bytes=args.cache_mb << 20, output_dir=args.out,
+                      read_roots=_read_roots(args))
     plan = session.compile(workflow)
-    outputs = [o.strip() for o in args.outputs.split(",")] if args.outputs else None
+    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else None
+    unknown = [o for o in outputs or [] if o not in workflow.nodes]
+    if unknown:
+        raise UsageError(f"--outputs {', '.join(unknown)}: no such node in {args.workflow} "
+                         f"(its nodes: {', '.join(sorted(workflow.nodes))})")
     if args.events == "json":
         listener = lambda e: print(json.dumps(e.as_dict()), flush=True)  # noqa: E731
     elif args.events == "text":
@@ -188,7 +245,10 @@ def _sweep_variants(workflow: Workflow, sweeps: Sequence[str]) -> list[tuple[str
         address, sep, raw = item.partition("=")
         if not sep or not raw:
             raise UsageError(f"--sweep {item!r}: expected NODE.INPUT=V1,V2,...")
-        values = parse_cli_value(raw) if raw.startswith("[") else [parse_cli_value(v) for v in raw.split(",")]
+        try:
+            values = parse_cli_value(raw) if raw.startswith("[") else [parse_cli_value(v) for v in raw.split(",")]
+        except ValueError as err:
+            raise UsageError(f"--sweep {_clip(item)}: {err}") from None
         if not isinstance(values, list):
             raise UsageError(f"--sweep {item!r}: the values must be a JSON list or comma-separated")
         axes.append((address.strip(), values))
@@ -208,7 +268,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     registry, report = _registry(args)
     _report_plugin_failures(report, sys.stderr)
     workflow = _load_workflow(args.workflow, [])
-    problems = validate(workflow, registry)
+    problems = validate(workflow, registry, PathPolicy.build(args.out, _read_roots(args), registry))
     if args.json:
         print(json.dumps({"valid": not problems, "problems": [p.as_dict() for p in problems]}, indent=2))
     elif problems:
@@ -289,13 +349,19 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "plugi
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
+    debug = getattr(args, "debug", False)
     try:
         code = COMMANDS[args.command](args)
     except (WorkflowFormatError, WorkflowInvalid, UsageError, DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
+    except RecursionError:
+        print("error: an input is nested too deeply", file=sys.stderr)
+        return EXIT_INVALID
     except NodeFailed as err:
-        print(f"error: {err}", file=sys.stderr)
+        if debug:
+            traceback.print_exception(err.cause if isinstance(err.cause, BaseException) else err, file=sys.stderr)
+        print(f"error: {err}" + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
         return EXIT_FAILED
     except RunCancelled as err:
         print(f"cancelled: {err}", file=sys.stderr)
@@ -303,6 +369,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # a file or port the command was pointed at: a user matter, one line
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except Exception as err:  # noqa: BLE001 - a bug, still one line unless --debug
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        print(f"error: unexpected {type(err).__name__}: {err}"
+              + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+        return EXIT_FAILED
     if args.command == "run":
         print(f"done in {time.perf_counter() - started:.2f}s", file=sys.stderr)
     return code

@@ -6,6 +6,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -67,6 +68,15 @@ class Context:
         if self._registry is None:
             return {}
         return {name: self._registry.component(kind, name) for name in self._registry.component_names(kind)}
+
+    def output_path(self, relative: str) -> Path:
+        """Where `relative` (a file, folder or prefix from an `OutputPath` input) lies in the output
+        folder, resolved. Validation already refused escapes; checking again at write time also
+        covers a symlink planted since, a linked value and a node called as plain Python.
+        Raises `PathRefused` (a ValueError) when it would leave the output folder."""
+        from .confine import output_target
+
+        return output_target(self.output_dir, relative)
 
     def generator(self, seed: int | None = None, device: str | None = None):
         import torch

@@ -8,6 +8,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from .confine import MAX_BYTES, MAX_FILES, PathRefused, walk_files
+
 MEMO_ENTRIES = 1024
 """Digests remembered at most: a long-lived server reading many files must not grow without bound."""
 
@@ -34,14 +36,16 @@ def _file_digest(path: Path, stat: os.stat_result) -> bytes:
     return digest
 
 
-def fingerprint(value: object) -> bytes:
+def fingerprint(value: object, max_files: int = MAX_FILES, max_bytes: int = MAX_BYTES) -> bytes:
     """Content hash of a file, or of a folder's file names, sizes and contents; b'missing' if absent.
 
     Content (not only mtime) so that rewriting a file within the clock's resolution still counts;
     digests are memoised by (path, size, mtime), least recently used first out past `MEMO_ENTRIES`,
-    so an unchanged large file is hashed once.
+    so an unchanged large file is hashed once. Bounded: past `max_files` files or `max_bytes` bytes
+    it raises `PathRefused` instead of reading on (validation checks the same bounds first).
+    Callers pass a path that validation already confined (`PathPolicy.check_read`).
     """
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
         return b""
     path = Path(value).expanduser()
     try:
@@ -49,12 +53,13 @@ def fingerprint(value: object) -> bytes:
     except OSError:
         return b"missing"
     if path.is_file():
+        if stat.st_size > max_bytes:
+            raise PathRefused(f"{str(path)!r} is {stat.st_size} bytes; files above {max_bytes} bytes are not read")
         return _file_digest(path, stat)
     if path.is_dir():
         hasher = hashlib.blake2b(digest_size=16)
-        for child in sorted(path.rglob("*")):
-            if child.is_file():
-                hasher.update(str(child.relative_to(path)).encode())
-                hasher.update(_file_digest(child, child.stat()))
+        for child, _size in walk_files(path, max_files, max_bytes):
+            hasher.update(str(child.relative_to(path)).encode() + b"\x00")
+            hasher.update(_file_digest(child, child.stat()))
         return hasher.digest()
     return b"other"

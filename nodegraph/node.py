@@ -17,6 +17,7 @@ field) or None.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import typing
 from collections.abc import Callable, Mapping
@@ -71,14 +72,49 @@ class Choice:
     kind: str
 
 
-class _FileMarker:
+@dataclass(frozen=True)
+class PathAccess:
+    """Marks a `str` input as a path the node reads ("read") or writes ("write").
+
+    Validation resolves such a value (symlinks included) and refuses it unless it lies inside the
+    allowed roots (reads: the working folder and configured folders; writes: the output folder),
+    before anything runs; see `nodegraph.confine`.
+    """
+
+    mode: Literal["read", "write"]
+
     def __repr__(self) -> str:
-        return "FilePath"
+        return "InputPath" if self.mode == "read" else "OutputPath"
 
 
-FILE = _FileMarker()
-FilePath = Annotated[str, FILE, Widget(kind="file")]
-"""A string input naming a file or folder; its content fingerprint joins the node's cache key."""
+READ = PathAccess("read")
+WRITE = PathAccess("write")
+
+InputPath = Annotated[str, READ, Widget(kind="file")]
+"""A file or folder the node reads. Confined to the read roots at validation; its content
+fingerprint (bounded in files and bytes) joins the node's cache key."""
+
+OutputPath = Annotated[str, WRITE, Widget(kind="text")]
+"""A file, folder or file-name prefix the node writes, relative to the output folder. Absolute
+paths, `..` escapes and symlinks leading out of the output folder are refused at validation."""
+
+FilePath = InputPath
+"""Former name of `InputPath` (kept for plugins written against it)."""
+
+FILE = READ  # former marker name
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """`Annotated[InputPath, Bundled(resolve)]`: names of things shipped with a package.
+
+    `resolve(value)` returns the real path of a shipped item for one of its names ("shapes",
+    "all-MiniLM-L6-v2") and None for anything else. A shipped item is trusted (code, not the
+    workflow, chose where it is), so it is read and fingerprinted without the root check; any other
+    value is an ordinary confined path.
+    """
+
+    resolve: Callable[[str], Any]
 
 
 class NodeDefinitionError(TypeError):
@@ -96,9 +132,15 @@ class InputSpec:
     annotation: Any
     default: Any = inspect.Parameter.empty
     lazy: bool = False
-    is_file: bool = False
+    access: PathAccess | None = None
     widget_hint: dict[str, Any] = field(default_factory=dict)
     choice: str | None = None
+    bundled: Bundled | None = None
+
+    @property
+    def is_file(self) -> bool:
+        """A path the node reads (its content joins the cache key)."""
+        return self.access is READ
 
     @property
     def required(self) -> bool:
@@ -119,10 +161,19 @@ class InputSpec:
                 raise InputValueError(f"expected {self.socket.name}, got {type(value).__name__}")
             return value
         try:
-            return self.adapter.validate_python(value, strict=False)
+            result = self.adapter.validate_python(value, strict=False)
         except PydanticValidationError as err:
             first = err.errors()[0]
             raise InputValueError(f"{first['msg']} (got {_short_repr(value)})") from None
+        problem = _coercion_problem(value, result, self.allows_non_finite)
+        if problem:
+            raise InputValueError(f"{problem} (got {_short_repr(value)})")
+        return result
+
+    @cached_property
+    def allows_non_finite(self) -> bool:
+        """True only when the input says so: `Annotated[float, Field(allow_inf_nan=True)]`."""
+        return any(getattr(item, "allow_inf_nan", None) is True for item in _metadata(self.annotation))
 
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {}
@@ -138,6 +189,8 @@ class InputSpec:
             schema["default"] = self.default
         if self.lazy:
             schema["x-lazy"] = True
+        if self.access is not None:
+            schema["x-path"] = self.access.mode
         if self.widget_hint:
             schema["x-widget"] = self.widget_hint
         return schema
@@ -178,6 +231,11 @@ class NodeType:
     @property
     def file_inputs(self) -> tuple[str, ...]:
         return tuple(name for name, spec in self.inputs.items() if spec.is_file)
+
+    @property
+    def path_inputs(self) -> tuple[str, ...]:
+        """Inputs declared `InputPath` or `OutputPath`: checked against the roots at validation."""
+        return tuple(name for name, spec in self.inputs.items() if spec.access is not None)
 
     def schema(self, registry: Any = None) -> dict[str, Any]:
         """JSON description used by `nodegraph nodes --json` and the browser palette. With a registry,
@@ -228,6 +286,41 @@ class NodeType:
         return {names[0]: result}
 
 
+def _metadata(annotation: Any) -> list[Any]:
+    """Every constraint object in an annotation (pydantic's FieldInfo keeps its own in .metadata)."""
+    if get_origin(annotation) is not Annotated:
+        return []
+    found = []
+    for item in get_args(annotation)[1:]:
+        found.append(item)
+        found.extend(getattr(item, "metadata", []) or [])
+    return found
+
+
+def _coercion_problem(value: Any, result: Any, allow_non_finite: bool, depth: int = 0) -> str:
+    """What lax validation let through that a workflow must not say: `true` where a number is
+    expected (pydantic turns it into 1) and NaN or infinity (unless the input allows them).
+    Walks the given value and the coerced one side by side."""
+    if depth > 64:
+        return ""
+    if isinstance(value, bool) and not isinstance(result, bool):
+        return f"expected a number, got the boolean {str(value).lower()}"
+    if isinstance(result, float) and not allow_non_finite and not math.isfinite(result):
+        return "NaN and infinite values are not allowed here"
+    if isinstance(value, (list, tuple)) and isinstance(result, (list, tuple)) and len(value) == len(result):
+        for item, coerced in zip(value, result, strict=True):
+            problem = _coercion_problem(item, coerced, allow_non_finite, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, dict) and isinstance(result, dict):
+        for key, item in value.items():
+            if key in result:
+                problem = _coercion_problem(item, result[key], allow_non_finite, depth + 1)
+                if problem:
+                    return problem
+    return ""
+
+
 def _short_repr(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -237,10 +330,11 @@ _PRIMITIVES: dict[Any, SocketType] = {int: INT, float: FLOAT, str: STRING, bool:
 _WIDGET_PYTHON_TYPES: dict[str, Any] = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
 
 
-def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, bool, dict[str, Any]]:
-    """Map an annotation to (socket, annotation for validation, lazy, is_file, widget hint).
-    A `Choice` is returned in the hint under the key "choice"."""
-    lazy = is_file = False
+def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, PathAccess | None, dict[str, Any]]:
+    """Map an annotation to (socket, annotation for validation, lazy, path access, widget hint).
+    A `Choice` is returned in the hint under the key "choice", a `Bundled` under "bundled"."""
+    lazy = False
+    access: PathAccess | None = None
     hint: dict[str, Any] = {}
     socket: SocketType | None = None
     base = annotation
@@ -250,8 +344,10 @@ def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, boo
         for item in meta:
             if item is LAZY:
                 lazy = True
-            elif item is FILE:
-                is_file = True
+            elif isinstance(item, PathAccess):
+                access = item
+            elif isinstance(item, Bundled):
+                hint["bundled"] = item
             elif isinstance(item, Widget):
                 hint.update(item.as_schema())
             elif isinstance(item, Choice):
@@ -263,7 +359,7 @@ def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, boo
         if socket is None and get_origin(base) is Annotated:
             inner = _socket_for(base, where)
             socket, base = inner[0], inner[1]
-            lazy, is_file = lazy or inner[2], is_file or inner[3]
+            lazy, access = lazy or inner[2], access or inner[3]
             hint = {**inner[4], **hint}
         annotation = Annotated[(base, *kept)] if kept else base
     if isinstance(base, SocketType):
@@ -271,7 +367,9 @@ def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, boo
         annotation = str if "choice" in hint else _WIDGET_PYTHON_TYPES.get(base.name, Any)
     if socket is None:
         socket = _primitive_socket(base, where)
-    return socket, annotation, lazy, is_file, hint
+    if access is not None and socket is not STRING:
+        raise NodeDefinitionError(f"{where}: {access!r} must annotate a str input")
+    return socket, annotation, lazy, access, hint
 
 
 def _primitive_socket(base: Any, where: str) -> SocketType:
@@ -359,9 +457,12 @@ def build_node_type(fn: Callable[..., Any], id: str, *, version: int, category: 
             continue
         if annotation is inspect.Parameter.empty:
             raise NodeDefinitionError(f"{where}: input {name!r} needs a type annotation")
-        socket, validation_type, lazy, is_file, hint = _socket_for(annotation, f"{where} input {name!r}")
+        socket, validation_type, lazy, access, hint = _socket_for(annotation, f"{where} input {name!r}")
         choice = hint.pop("choice", None)
-        spec = InputSpec(name, socket, validation_type, param.default, lazy, is_file, hint, choice)
+        bundled = hint.pop("bundled", None)
+        if bundled is not None and access is not READ:
+            raise NodeDefinitionError(f"{where} input {name!r}: Bundled(...) goes with InputPath")
+        spec = InputSpec(name, socket, validation_type, param.default, lazy, access, hint, choice, bundled)
         if not spec.required and spec.is_widget and spec.default is not None:
             try:
                 spec.coerce(spec.default)

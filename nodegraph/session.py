@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import remove_stale_temps
 from .cache import MISSING, LRUCache
+from .confine import PathPolicy, PathRefused
 from .context import Cancelled, CancelToken, Context
 from .events import Event, Subscriber
 from .fingerprint import fingerprint
@@ -116,15 +118,24 @@ class _Run:
             for name, (source, output) in sorted(pn.links.items()):
                 hasher.update(f"\x00link\x00{name}\x00{output}\x00".encode())
                 hasher.update(keys[source])
-            for name in pn.type.file_inputs:
-                if name in pn.values:
-                    digest = fingerprint(pn.values[name])
-                    hasher.update(f"\x00file\x00{name}\x00{len(digest)}\x00".encode())
-                    hasher.update(digest)
+            for name, path in sorted(pn.read_paths.items()):  # confined at validation, never before
+                digest = self._fingerprint(node_id, name, path)
+                hasher.update(f"\x00file\x00{name}\x00{len(digest)}\x00".encode())
+                hasher.update(digest)
             if pn.type.side_effect:
                 hasher.update(b"\x00run\x00" + nonce)
             keys[node_id] = hasher.digest()
         return keys
+
+    def _fingerprint(self, node_id: str, name: str, path: Path) -> bytes:
+        policy = self.plan.paths
+        try:
+            if policy is None:
+                return fingerprint(path)
+            return fingerprint(path, policy.max_files, policy.max_bytes)
+        except (PathRefused, OSError) as err:  # it grew past the bounds after validation, or vanished mid-walk
+            pn = self.plan.nodes[node_id]
+            raise NodeFailed(node_id, pn.type.id, f"input {name!r}: {err}") from None
 
     def ensure(self, roots: Iterable[str]) -> None:
         """Make values of `roots` available: cache hits stop the walk, misses run in topo order."""
@@ -197,11 +208,13 @@ class _Run:
                     kwargs[name] = self.session.registry.component(spec.choice, kwargs[name])
                 except LookupError as err:
                     raise NodeFailed(node_id, node_type.id, f"input {name!r}: {str(err).strip(chr(34))}") from None
-        if self.session.input_roots is not None:
-            for name in node_type.file_inputs:
-                problem = _outside_roots(kwargs.get(name), self.session.input_roots)
-                if problem:
-                    raise NodeFailed(node_id, node_type.id, f"input {name!r}: {problem}")
+        for name in node_type.path_inputs:
+            if name in pn.links:  # a literal was confined at validation; a linked value is checked as it arrives
+                try:
+                    self.plan.paths.check(node_type.inputs[name], kwargs[name])
+                except PathRefused as err:
+                    source, output = pn.links[name]
+                    raise NodeFailed(node_id, node_type.id, f"input {name!r} from {source}.{output}: {err}") from None
         if node_type.context_param:
             kwargs[node_type.context_param] = Context(
                 node_id, node_type.id, self.session.device, self.session.dtype, self.keys[node_id],
@@ -239,23 +252,6 @@ class _Run:
         return report
 
 
-def _outside_roots(value: Any, roots: list[Path]) -> str:
-    """Why a file input may not be read under the allowed folders ('' when it may).
-
-    A bare name with no path separator that is not a file here (e.g. a bundled model name)
-    passes; anything path-like must resolve inside one of `roots`.
-    """
-    if not isinstance(value, str) or not value:
-        return ""
-    path = Path(value).expanduser()
-    if not path.is_absolute() and len(path.parts) == 1 and path.parts[0] != ".." and not path.exists():
-        return ""
-    resolved = path.resolve()
-    if any(resolved.is_relative_to(root) for root in roots):
-        return ""
-    return f"{value!r} is outside the allowed input folders ({', '.join(str(r) for r in roots)})"
-
-
 def _has_non_finite(value: Any) -> bool:
     """True for a floating-point torch tensor holding NaN or inf (one reduction; no torch import otherwise)."""
     if type(value).__name__ not in ("Tensor", "Parameter") or not getattr(value, "is_floating_point", None):
@@ -276,21 +272,31 @@ class Session:
 
     def __init__(self, registry: Registry | None = None, *, device: str | None = None, dtype: str = "float32",
                  cache_bytes: int = 4 << 30, output_dir: str | os.PathLike = "outputs",
-                 check_finite: bool = True, input_roots: Iterable[str | os.PathLike] | None = None) -> None:
+                 check_finite: bool = True, read_roots: Iterable[str | os.PathLike] | None = None,
+                 input_roots: Iterable[str | os.PathLike] | None = None) -> None:
         self.registry = registry if registry is not None else default_registry()
         self.device = resolve_device(device)
         self.dtype = dtype
         self.output_dir = Path(output_dir)
         self.check_finite = check_finite
-        # None: nodes may read any file (CLI, Python). The browser app confines FilePath inputs.
-        self.input_roots = None if input_roots is None else [Path(r).resolve() for r in input_roots]
+        # Every run is confined: reads inside `read_roots` (default: the working folder) plus the output
+        # folder, $NODEGRAPH_READ_ROOTS and plugin-shipped folders; writes inside the output folder.
+        # `input_roots` is the former name of `read_roots`.
+        self.paths = PathPolicy.build(self.output_dir, read_roots if read_roots is not None else input_roots,
+                                      self.registry)
+        remove_stale_temps(self.output_dir)  # leftovers of writes killed in an earlier process
         self.cache = LRUCache(cache_bytes)
         self.subscribers: list[Subscriber] = []
         self._token = CancelToken()
         self._lock = threading.Lock()
 
+    @property
+    def read_roots(self) -> tuple[Path, ...]:
+        return self.paths.read_roots
+
     def compile(self, workflow: Workflow) -> Plan:
-        return compile_workflow(workflow, self.registry)
+        """Validate against the registry and this session's path roots (nothing runs on a problem)."""
+        return compile_workflow(workflow, self.registry, self.paths)
 
     def cancel(self) -> None:
         """Ask the current run to stop at the next node boundary or progress report."""
@@ -303,6 +309,8 @@ class Session:
             on_event: Subscriber | None = None) -> RunResult:
         """Validate (unless given a Plan), run what `outputs` need (default: the output nodes)."""
         plan = workflow if isinstance(workflow, Plan) else self.compile(workflow)
+        if plan.paths != self.paths:  # confined under other roots: check again under ours
+            plan = self.compile(plan.workflow)
         targets = list(outputs) if outputs is not None else plan.output_nodes()
         unknown = [t for t in targets if t not in plan.nodes]
         if unknown:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
 from .cache_key import static_digest
+from .confine import PathPolicy, PathRefused
 from .node import InputSpec, InputValueError, NodeType
 from .registry import Registry
 from .types import can_connect
@@ -53,6 +55,8 @@ class PlanNode:
     values: dict[str, Any]
     links: dict[str, tuple[str, str]]
     static_digest: bytes = b""
+    read_paths: dict[str, Path] = field(default_factory=dict)
+    """Literal `InputPath` values as validation resolved and confined them: what gets fingerprinted."""
 
 
 @dataclass
@@ -62,6 +66,8 @@ class Plan:
     order: list[str]
     graph: nx.DiGraph
     consumers: dict[str, list[str]] = field(default_factory=dict)
+    paths: PathPolicy | None = None
+    """The policy the path inputs were confined by (a Session recompiles a Plan made under another)."""
 
     def output_nodes(self) -> list[str]:
         marked = [n for n in self.order if self.nodes[n].type.output_node]
@@ -93,8 +99,27 @@ def _suggest(name: str, options: list[str]) -> str:
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
+def _check_paths(node_id: str, node_type: NodeType, values: dict[str, Any], policy: PathPolicy,
+                 problems: list[Problem]) -> dict[str, Path]:
+    """Confine every literal (or default) path value; the resolved read paths, to fingerprint later.
+    Link-fed paths are checked by the scheduler when their value arrives."""
+    read_paths: dict[str, Path] = {}
+    for name in node_type.path_inputs:
+        spec = node_type.inputs[name]
+        if name not in values or (values[name] is None and not spec.required):
+            continue
+        try:
+            resolved = policy.check(spec, values[name])
+        except PathRefused as err:
+            problems.append(Problem("path_refused", str(err), node_id, name))
+            continue
+        if spec.is_file:
+            read_paths[name] = resolved
+    return read_paths
+
+
 def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, workflow: Workflow,
-                registry: Registry, problems: list[Problem]) -> PlanNode:
+                registry: Registry, problems: list[Problem], policy: PathPolicy) -> PlanNode:
     values: dict[str, Any] = {}
     keyed: dict[str, Any] = {}  # values as the cache key sees them (defaults coerced)
     links: dict[str, tuple[str, str]] = {}
@@ -147,7 +172,9 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
             else:
                 values[name] = spec.default
                 keyed[name] = _keyed_default(spec)
-    return PlanNode(node_id, node_type, values, links, static_digest(node_type.id, node_type.version, keyed))
+    read_paths = _check_paths(node_id, node_type, values, policy, problems)
+    return PlanNode(node_id, node_type, values, links, static_digest(node_type.id, node_type.version, keyed),
+                    read_paths)
 
 
 def _migrated_inputs(node_id: str, saved: int | None, node_type: NodeType, inputs: dict[str, Any],
@@ -176,7 +203,11 @@ def _namespace_hint(type_id: str, registry: Registry) -> str:
     return ""
 
 
-def check(workflow: Workflow, registry: Registry) -> tuple[list[Problem], dict[str, PlanNode], nx.DiGraph]:
+def check(workflow: Workflow, registry: Registry, paths: PathPolicy | None = None
+          ) -> tuple[list[Problem], dict[str, PlanNode], nx.DiGraph]:
+    """Every problem of `workflow`; path inputs are confined by `paths` (default: the working
+    folder for reads, ./outputs for writes; see `PathPolicy.build`)."""
+    policy = paths if paths is not None else PathPolicy.build(registry=registry)
     problems: list[Problem] = []
     plan_nodes: dict[str, PlanNode] = {}
     graph = nx.DiGraph()
@@ -193,7 +224,7 @@ def check(workflow: Workflow, registry: Registry) -> tuple[list[Problem], dict[s
         inputs = _migrated_inputs(node_id, spec.version, node_type, spec.inputs, problems)
         if inputs is None:
             continue
-        plan_nodes[node_id] = _check_node(node_id, inputs, node_type, workflow, registry, problems)
+        plan_nodes[node_id] = _check_node(node_id, inputs, node_type, workflow, registry, problems, policy)
     if not nx.is_directed_acyclic_graph(graph):
         for component in nx.strongly_connected_components(graph):
             members = sorted(component)
@@ -202,15 +233,17 @@ def check(workflow: Workflow, registry: Registry) -> tuple[list[Problem], dict[s
     return problems, plan_nodes, graph
 
 
-def validate(workflow: Workflow, registry: Registry) -> list[Problem]:
-    return check(workflow, registry)[0]
+def validate(workflow: Workflow, registry: Registry, paths: PathPolicy | None = None) -> list[Problem]:
+    return check(workflow, registry, paths)[0]
 
 
-def compile_workflow(workflow: Workflow, registry: Registry) -> Plan:
-    problems, plan_nodes, graph = check(workflow, registry)
+def compile_workflow(workflow: Workflow, registry: Registry, paths: PathPolicy | None = None) -> Plan:
+    """A runnable Plan, or WorkflowInvalid with every problem (path inputs confined by `paths`)."""
+    paths = paths if paths is not None else PathPolicy.build(registry=registry)
+    problems, plan_nodes, graph = check(workflow, registry, paths)
     if problems:
         raise WorkflowInvalid(problems)
     order = list(nx.lexicographical_topological_sort(graph)) if len(graph) < 2000 \
         else list(nx.topological_sort(graph))
     consumers = {n: list(graph.successors(n)) for n in graph}
-    return Plan(workflow, plan_nodes, order, graph, consumers)
+    return Plan(workflow, plan_nodes, order, graph, consumers, paths)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .atomic import atomic_write_text
+from .jsonkeys import DuplicateKeyError, loads_unique
 
 FORMAT = "nodegraph/workflow"
 FORMAT_VERSION = 1
@@ -83,7 +84,9 @@ class Workflow(BaseModel):
         if len(text) > MAX_WORKFLOW_BYTES:
             raise WorkflowFormatError(f"workflow is {len(text)} bytes; the limit is {MAX_WORKFLOW_BYTES}")
         try:
-            data = json.loads(text)
+            data = loads_unique(text)
+        except DuplicateKeyError as err:
+            raise WorkflowFormatError(str(err)) from None
         except json.JSONDecodeError as err:
             raise WorkflowFormatError(f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
         except (UnicodeDecodeError, RecursionError) as err:
@@ -109,14 +112,19 @@ class Workflow(BaseModel):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Workflow:
+        """Read at most MAX_WORKFLOW_BYTES + 1 bytes, whatever the file claims to be: a FIFO,
+        /dev/zero or a growing file reports no useful size, so the cap is on what is read."""
         path = Path(path)
+        if path.is_dir():
+            raise WorkflowFormatError(f"{path} is a folder, not a workflow file")
         try:
-            size = path.stat().st_size
+            with path.open("rb") as handle:
+                data = handle.read(MAX_WORKFLOW_BYTES + 1)
         except OSError as err:
-            raise WorkflowFormatError(f"cannot read workflow {path}: {err.strerror}") from None
-        if size > MAX_WORKFLOW_BYTES:
-            raise WorkflowFormatError(f"workflow {path} is {size} bytes; the limit is {MAX_WORKFLOW_BYTES}")
-        return cls.from_json(path.read_bytes())
+            raise WorkflowFormatError(f"cannot read workflow {path}: {err.strerror or err}") from None
+        if len(data) > MAX_WORKFLOW_BYTES:
+            raise WorkflowFormatError(f"workflow {path} is larger than the limit of {MAX_WORKFLOW_BYTES} bytes")
+        return cls.from_json(data)
 
     # saving -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -161,7 +169,9 @@ class Workflow(BaseModel):
 def parse_cli_value(text: str) -> Any:
     """`--set a.b=VALUE`: JSON when it parses (numbers, true, lists), else the raw string."""
     try:
-        return json.loads(text)
+        return loads_unique(text)
     except json.JSONDecodeError:
         return text
+    except RecursionError:
+        raise ValueError(f"value nested too deeply ({len(text)} characters)") from None
 

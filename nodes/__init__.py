@@ -36,6 +36,10 @@ def nodegraph_register_components(registry):
 
     for architecture in BUILTIN_ARCHITECTURES:
         registry.add_component("architecture", architecture.name, architecture)
+    from .models.checkpoint import WEIGHTS_DIR
+
+    # nodes may read the shipped weights wherever the package is installed (see nodegraph.confine)
+    registry.add_component("read_root", "core_weights", WEIGHTS_DIR)
 
 
 @hookimpl

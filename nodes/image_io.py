@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from nodegraph import Context, FilePath, atomic_write_bytes, node
+from nodegraph import Context, InputPath, OutputPath, atomic_write_bytes, node
+from nodegraph.confine import output_target
 
 from .sockets import IMAGE
 
@@ -44,11 +45,7 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
 
 def resolve_output_folder(root: str | os.PathLike, folder: str) -> Path:
     """A sub-folder of the output root; absolute paths and `..` that would escape it are refused."""
-    root_path = Path(root).resolve()
-    target = (root_path / folder).resolve()
-    if Path(folder).is_absolute() or not target.is_relative_to(root_path):
-        raise ValueError(f"folder {folder!r} escapes the output folder {root_path}")
-    return target
+    return output_target(root, folder)
 
 
 def save_png_numbered(image: Image.Image, folder: Path, prefix: str) -> Path:
@@ -70,16 +67,17 @@ def save_png_numbered(image: Image.Image, folder: Path, prefix: str) -> Path:
 
 
 @node("core/save_image", category="image", display_name="Save image", outputs=("paths",), side_effect=True)
-def save_image(ctx: Context, images: IMAGE, folder: str = ".", prefix: str = "image") -> list:
+def save_image(ctx: Context, images: IMAGE, folder: OutputPath = ".",
+               prefix: Annotated[OutputPath, Field(pattern=_SAFE_PREFIX.pattern)] = "image") -> list:
     """Save each image as a PNG under the output folder (numbered names, never overwriting)."""
     if not _SAFE_PREFIX.match(prefix):
         raise ValueError(f"prefix {prefix!r} may use letters, digits, '_', '-' and '.' only")
-    target = resolve_output_folder(ctx.output_dir, folder)
+    target = ctx.output_path(folder)
     return [str(save_png_numbered(img, target, prefix)) for img in tensor_to_pil(images)]
 
 
 @node("core/load_image", category="image", display_name="Load image")
-def load_image(ctx: Context, path: FilePath) -> IMAGE:
+def load_image(ctx: Context, path: InputPath) -> IMAGE:
     """Load a PNG or JPEG file as a (1, C, H, W) image in [0, 1]."""
     file = Path(path).expanduser()
     if not file.is_file():

@@ -6,7 +6,7 @@ from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field
 
-from nodegraph import ANY, FLOAT, INT, JSON, Context, FilePath, Lazy, node
+from nodegraph import ANY, FLOAT, INT, JSON, Context, InputPath, Lazy, node
 
 CALLS: Counter = Counter()
 
@@ -65,7 +65,7 @@ def fail(value: float, message: str = "boom") -> float:
 
 
 @node("test/read_file", category="test")
-def read_file(path: FilePath) -> str:
+def read_file(path: InputPath) -> str:
     """Text of a file; its content is part of the cache key."""
     CALLS["test/read_file"] += 1
     with open(path, encoding="utf-8") as handle:

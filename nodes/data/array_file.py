@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from nodegraph import Context, FilePath, node
+from nodegraph import Context, InputPath, node
 
 from ..sockets import DATASET
 from .dataset import Dataset, to_unit_range
@@ -54,7 +54,7 @@ def read_array_file(file: str, value_range: Literal["auto", "0..1", "-1..1", "0.
 
 
 @node("core/array_file_dataset", category="data", display_name="Array file dataset (.npz)")
-def array_file_dataset(ctx: Context, file: FilePath,
+def array_file_dataset(ctx: Context, file: InputPath,
                        value_range: Literal["auto", "0..1", "-1..1", "0..255", "raw"] = "auto") -> DATASET:
     """A .npz with `images` ((N, C, H, W), (N, H, W) or (N, D) points), optional `labels` and `captions`;
     images are scaled to [-1, 1] from value_range."""

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from nodegraph import Context, FilePath, node
+from nodegraph import Context, InputPath, node
 
 from ..sockets import DATASET
 from .dataset import Dataset, to_unit_range
@@ -98,7 +98,7 @@ def read_image_folder(folder: str, size: int = 32, channels: int = 3,
 
 
 @node("core/image_folder_dataset", category="data", display_name="Image folder dataset")
-def image_folder_dataset(ctx: Context, folder: FilePath, size: Annotated[int, Field(ge=4, le=1024)] = 32,
+def image_folder_dataset(ctx: Context, folder: InputPath, size: Annotated[int, Field(ge=4, le=1024)] = 32,
                          channels: Literal[1, 3] = 3,
                          labels: Literal["auto", "subfolders", "captions", "none"] = "auto") -> DATASET:
     """PNG/JPEG images under `folder`, resized to size x size in [-1, 1]; class per sub-folder or a

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nodegraph import Context, FilePath, atomic_path, node
+from nodegraph import Context, InputPath, OutputPath, atomic_path, node
 
 from ..sockets import BACKBONE, CLASSIFIER
 from .architectures import Architecture, builtin_architectures
@@ -172,34 +172,36 @@ BUNDLED_CLASSIFIERS = Literal["digits_noisy_classifier", "digits_clean_classifie
 
 
 def _output_path(ctx: Context, filename: str) -> Path:
-    path = Path(filename).expanduser()
-    return path if path.is_absolute() else Path(ctx.output_dir) / path
+    """The checkpoint file under the output folder (never outside it: see `Context.output_path`)."""
+    if not filename.endswith(".safetensors"):
+        raise ValueError(f"filename {filename!r} must end in .safetensors")
+    return ctx.output_path(filename)
 
 
 @node("core/save_backbone", category="models", display_name="Save backbone", outputs=("path",),
       side_effect=True, output_node=True)
-def save_backbone(ctx: Context, backbone: BACKBONE, filename: str = "backbone.safetensors") -> str:
+def save_backbone(ctx: Context, backbone: BACKBONE, filename: OutputPath = "backbone.safetensors") -> str:
     """Write the backbone as .safetensors with its architecture, config and training facts as JSON metadata
-    (atomically; a relative filename lands in the run's output folder)."""
+    (atomically; `filename` is relative to the run's output folder, which it may not leave)."""
     return str(save_model(backbone, _output_path(ctx, filename), architectures=ctx.components("architecture")))
 
 
 @node("core/save_classifier", category="models", display_name="Save classifier", outputs=("path",),
       side_effect=True, output_node=True)
-def save_classifier(ctx: Context, classifier: CLASSIFIER, filename: str = "classifier.safetensors") -> str:
+def save_classifier(ctx: Context, classifier: CLASSIFIER, filename: OutputPath = "classifier.safetensors") -> str:
     """Write the classifier as .safetensors + JSON metadata (atomically)."""
     return str(save_model(classifier, _output_path(ctx, filename), architectures=ctx.components("architecture")))
 
 
 @node("core/load_backbone", category="models", display_name="Load backbone")
-def load_backbone(ctx: Context, file: FilePath) -> BACKBONE:
+def load_backbone(ctx: Context, file: InputPath) -> BACKBONE:
     """Rebuild a backbone from a nodegraph .safetensors checkpoint (metadata names the architecture).
     Pickle formats (.pt, .ckpt) are refused."""
     return load_model(file, ctx.device, kind="backbone", architectures=ctx.components("architecture"))
 
 
 @node("core/load_classifier", category="models", display_name="Load classifier")
-def load_classifier(ctx: Context, file: FilePath) -> CLASSIFIER:
+def load_classifier(ctx: Context, file: InputPath) -> CLASSIFIER:
     """Rebuild a noisy classifier p_t(y|x) from a nodegraph .safetensors checkpoint."""
     return load_model(file, ctx.device, kind="classifier", architectures=ctx.components("architecture"))
 

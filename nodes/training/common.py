@@ -13,7 +13,6 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -136,7 +135,7 @@ def train_in_run(ctx: Context, model: nn.Module, make_loss: MakeLoss, opt: Optim
     `checkpoint_every` steps the EMA weights written to `<output>/<prefix>_step<N>.safetensors` with
     `info` (steps = N). The returned model carries `info` with the final loss."""
     def checkpoint(step: int, ema: nn.Module) -> None:
-        save_model(ema, Path(ctx.output_dir) / f"{checkpoint_prefix}_step{step}.safetensors",
+        save_model(ema, ctx.output_path(f"{checkpoint_prefix}_step{step}.safetensors"),
                    training=replace(info, steps=step))
 
     fitted = fit(model, make_loss(ctx.generator(info.seed)), opt, ctx.progress, checkpoint, checkpoint_every,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from nodegraph import Context, node
+from nodegraph import Context, OutputPath, node
 
 from ..annotations import (
     BatchSize,
@@ -82,7 +82,7 @@ def train_flow_matching(ctx: Context, backbone: BACKBONE, dataset: DATASET, path
                         weight_decay: WeightDecay = 0.0,
                         seed: Seed = 0,
                         checkpoint_every: CheckpointEvery = 0,
-                        checkpoint_prefix: str = "flow_matching") -> BACKBONE:
+                        checkpoint_prefix: OutputPath = "flow_matching") -> BACKBONE:
     """Conditional flow matching: minimise ||f(x_t, t, y) - target||^2 with x_t = alpha_t z + beta_t eps,
     target alpha'_t z + beta'_t eps (velocity), eps or z, labels dropped to the null id with probability
     label_dropout (for CFG). AdamW + cosine lr, gradient clipping, returns the EMA weights.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nodegraph import Context, node
+from nodegraph import Context, OutputPath, node
 
 from ..annotations import BatchSize, CheckpointEvery, Dropout, EmaDecay, GradClip, LearningRate, Seed, TrainingSteps
 from ..conditioning import Condition
@@ -79,7 +79,7 @@ def train_text_to_image(ctx: Context, backbone: BACKBONE, dataset: DATASET, vae:
                         grad_clip: GradClip = 1.0,
                         seed: Seed = 0,
                         checkpoint_every: CheckpointEvery = 0,
-                        checkpoint_prefix: str = "text_to_image") -> BACKBONE:
+                        checkpoint_prefix: OutputPath = "text_to_image") -> BACKBONE:
     """Flow matching on scaled VAE latents with text conditioning (a backbone with context_dim = the
     encoder's width): loss = ||f(alpha_t z + beta_t eps, t, c) - target||^2, t ~ U(0, 1), c = the caption's
     tokens / mask / pooled vector, replaced by the empty prompt's with probability caption_dropout.

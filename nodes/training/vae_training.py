@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import torch
 from pydantic import Field
 
-from nodegraph import Context, node
+from nodegraph import Context, OutputPath, node
 
 from ..annotations import BatchSize, LearningRate, Seed, TrainingSteps
-from ..image_io import resolve_output_folder
 from ..models.builders import seeded
 from ..models.checkpoint import save_model
 from ..models.training_info import TrainingInfo
@@ -71,10 +69,9 @@ def train_vae(ctx: Context, dataset: DATASET, steps: TrainingSteps = 2000,
 
 
 @node("core/save_vae", category="training", display_name="Save VAE", outputs=("path",), side_effect=True)
-def save_vae_node(ctx: Context, vae: VAE, filename: str = "vae.safetensors") -> str:
+def save_vae_node(ctx: Context, vae: VAE, filename: OutputPath = "vae.safetensors") -> str:
     """Write the VAE as a model checkpoint (weights; config with the scaling factor, training facts as
     JSON metadata), atomically, under the output folder."""
-    if not filename.endswith(".safetensors") or Path(filename).is_absolute():
-        raise ValueError(f"filename {filename!r} must be a relative path ending in .safetensors")
-    target = resolve_output_folder(ctx.output_dir, str(Path(filename).parent)) / Path(filename).name
-    return str(save_model(vae, target))
+    if not filename.endswith(".safetensors"):
+        raise ValueError(f"filename {filename!r} must end in .safetensors")
+    return str(save_model(vae, ctx.output_path(filename)))

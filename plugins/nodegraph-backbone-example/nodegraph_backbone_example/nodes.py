@@ -7,7 +7,7 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
-from nodegraph import Context, FilePath, node
+from nodegraph import Context, InputPath, node
 from nodes.api import MLP, CheckpointError, Prediction, Seed, load_model, read_metadata
 
 from .fourier_mlp import FourierMLP
@@ -31,7 +31,7 @@ def fourier_mlp(ctx: Context, dim: Annotated[int, Field(ge=1, le=4096)] = 2,
 
 
 @node("backbone_example/load_fourier_mlp", category="models", display_name="Load Fourier MLP")
-def load_fourier_mlp(ctx: Context, file: FilePath) -> MLP:
+def load_fourier_mlp(ctx: Context, file: InputPath) -> MLP:
     """Rebuild a fourier_mlp from a nodegraph .safetensors checkpoint (weights + JSON metadata with its config);
     a checkpoint of another architecture is refused with its name. Pickle files are never loaded."""
     architectures = ctx.components("architecture")
