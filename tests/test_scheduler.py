@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from nodegraph import NodeFailed, RunCancelled, Session
+from nodegraph import NodeFailed, RunCancelled, Session, WorkflowInvalid
 
 from . import engine_nodes
 from .helpers import EventLog, link, wf
@@ -84,7 +84,7 @@ def test_file_fingerprint_change_invalidates(registry, tmp_path):
     path.write_text("one")
     w = wf({"r": {"type": "test/read_file", "inputs": {"path": str(path)}},
             "out": {"type": "test/sink", "inputs": {"value": link("r", "string")}}})
-    session = Session(registry)
+    session = Session(registry, read_roots=[tmp_path])
     assert session.run(w)["out"]["value"] == "one"
     assert session.run(w).ran == []
     path.write_text("two")  # same size, possibly same mtime: content decides
@@ -237,19 +237,23 @@ def test_engine_imports_no_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_input_roots_confine_file_inputs(registry, tmp_path):
+def test_read_roots_confine_file_inputs_at_validation(registry, tmp_path, monkeypatch):
     inside = tmp_path / "inside"
     inside.mkdir()
     (inside / "ok.txt").write_text("fine")
     (tmp_path / "secret.txt").write_text("no")
-    session = Session(registry, input_roots=[inside])
-    w = wf({"r": {"type": "test/read_file", "inputs": {"path": str(inside / "ok.txt")}}})
-    assert session.run(w, outputs=["r"])["r"]["string"] == "fine"
-    for bad in (str(tmp_path / "secret.txt"), str(inside / ".." / "secret.txt")):
-        w.set("r.path", bad)
-        with pytest.raises(NodeFailed, match="outside the allowed input folders"):
-            session.run(w, outputs=["r"])
-    assert Session(registry).run(w, outputs=["r"])["r"]["string"] == "no"  # unconfined by default
+    for session in (Session(registry, read_roots=[inside]), Session(registry, input_roots=[inside])):  # former name
+        w = wf({"r": {"type": "test/read_file", "inputs": {"path": str(inside / "ok.txt")}}})
+        assert session.run(w, outputs=["r"])["r"]["string"] == "fine"
+        for bad in (str(tmp_path / "secret.txt"), str(inside / ".." / "secret.txt")):
+            w.set("r.path", bad)
+            with pytest.raises(WorkflowInvalid, match="outside the folders nodes may read"):
+                session.run(w, outputs=["r"])
+    monkeypatch.chdir(inside)  # confined by default too: to the working folder
+    with pytest.raises(WorkflowInvalid, match="outside the folders nodes may read"):
+        Session(registry).run(w, outputs=["r"])
+    monkeypatch.chdir(tmp_path)
+    assert Session(registry).run(w, outputs=["r"])["r"]["string"] == "no"
 
 
 def test_out_of_memory_names_the_node_and_hints(registry):
