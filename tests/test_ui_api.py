@@ -81,21 +81,27 @@ def blocks(registry, workflows_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(blocks):
-    with TestClient(create_server(blocks)) as test_client:
+    with TestClient(create_server(blocks), base_url="http://127.0.0.1:7860") as test_client:
         yield test_client
 
 
-def run_to_end(client: TestClient, workflow: dict, timeout: float = 30) -> tuple[int, list[dict]]:
+def start_run(client: TestClient, workflow: dict) -> tuple[int, dict[str, str]]:
+    """Start a run; returns its id and the header that opens it (the run's key)."""
     started = client.post("/api/run", json=workflow).json()
     assert started["ok"], started
-    run, since, events = started["run"], 0, []
+    return started["run"], {"X-Run-Key": started["key"]}
+
+
+def run_to_end(client: TestClient, workflow: dict, timeout: float = 30) -> tuple[int, dict[str, str], list[dict]]:
+    run, key = start_run(client, workflow)
+    since, events = 0, []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        data = client.get("/api/events", params={"run": run, "since": since}).json()
+        data = client.get(f"/api/runs/{run}/events", params={"since": since}, headers=key).json()
         events += data["events"]
         since = data["next"]
         if events and events[-1]["kind"] == "finished":
-            return run, events
+            return run, key, events
         time.sleep(0.02)
     raise AssertionError(f"run {run} did not finish: {events[-3:]}")
 
@@ -150,42 +156,43 @@ def test_invalid_workflow_is_not_run(client):
 
 
 def test_run_streams_events_serves_pngs_and_reuses_the_cache(client):
-    run, events = run_to_end(client, graph(size=16))
+    run, key, events = run_to_end(client, graph(size=16))
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "run_start" and kinds[-2:] == ["run_done", "finished"]
     assert [e["node"] for e in events if e["kind"] == "node_start"] == ["seed", "noise", "image", "show"]
-    summary = client.get(f"/api/runs/{run}").json()
+    summary = client.get(f"/api/runs/{run}", headers=key).json()
     assert summary["status"] == "ok" and summary["images"] == {"show": 2}
     assert summary["outputs"]["show"]["image"]["shape"] == [2, 3, 16, 16]
-    png = client.get(f"/api/outputs/{run}/show.png", params={"index": 1})
+    png = client.get(f"/api/runs/{run}/outputs/show.png", params={"index": 1, "key": key["X-Run-Key"]})
     assert png.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(png.content)).size == (16, 16)
-    assert client.get(f"/api/outputs/{run}/show.png", params={"index": 2}).status_code == 404
+    assert client.get(f"/api/runs/{run}/outputs/show.png", params={"index": 2}, headers=key).status_code == 404
+    assert client.get(f"/api/runs/{run}/outputs/show.png").status_code == 403  # no key: not this client's run
 
-    run2, events2 = run_to_end(client, graph(size=16, mode="clamp"))  # only to_image and below re-run
-    summary2 = client.get(f"/api/runs/{run2}").json()
+    run2, key2, events2 = run_to_end(client, graph(size=16, mode="clamp"))  # only to_image and below re-run
+    summary2 = client.get(f"/api/runs/{run2}", headers=key2).json()
     assert sorted(summary2["cached"]) == ["noise"] and summary2["ran"] == ["image", "show"]
     assert {e["node"] for e in events2 if e["kind"] == "node_cached"} == {"noise"}
 
 
 def test_progress_preview_and_cancel(client):
-    run = client.post("/api/run", json=slow_graph(40)).json()["run"]
+    run, key = start_run(client, slow_graph(40))
     deadline = time.monotonic() + 20
     progress: list[dict] = []
     while not progress and time.monotonic() < deadline:
-        progress = [e for e in client.get("/api/events", params={"run": run}).json()["events"]
+        progress = [e for e in client.get(f"/api/runs/{run}/events", headers=key).json()["events"]
                     if e["kind"] == "progress"]
         time.sleep(0.02)
     assert progress and progress[0]["total"] == 40 and progress[0]["preview"] is True
-    preview = Image.open(io.BytesIO(client.get(f"/api/preview/{run}.png").content))
+    preview = Image.open(io.BytesIO(client.get(f"/api/runs/{run}/preview.png", headers=key).content))
     assert preview.size == (8, 8) and preview.getpixel((0, 0))[0] > 0
     assert client.post("/api/run", json=graph()).status_code == 409  # one run at a time
-    assert client.post("/api/cancel").json() == {"cancelled": True}
-    while client.get(f"/api/runs/{run}").json()["status"] == "running" and time.monotonic() < deadline:
+    assert client.post(f"/api/runs/{run}/cancel", headers=key).json() == {"cancelled": True}
+    while client.get(f"/api/runs/{run}", headers=key).json()["status"] == "running" and time.monotonic() < deadline:
         time.sleep(0.02)
-    summary = client.get(f"/api/runs/{run}").json()
+    summary = client.get(f"/api/runs/{run}", headers=key).json()
     assert summary["status"] == "cancelled"
-    events = client.get("/api/events", params={"run": run}).json()["events"]
+    events = client.get(f"/api/runs/{run}/events", headers=key).json()["events"]
     assert "slow" not in {e["node"] for e in events if e["kind"] == "node_done"}  # stopped inside the node
 
 

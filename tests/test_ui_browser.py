@@ -326,3 +326,40 @@ def test_plugin_solvers_are_in_the_dropdown_and_a_solver_node_links_into_method(
     page.screenshot(path=str(tmp_path / "solvers.png"))
     if os.environ.get("NODEGRAPH_UI_SCREENSHOT"):
         page.screenshot(path=os.environ["NODEGRAPH_UI_SCREENSHOT"].replace(".png", "_solvers.png"))
+
+
+def test_token_mode_page_loads_from_the_printed_url_and_runs(browser, tmp_path_factory):
+    """A server in token mode (forced by configuration, bound to 127.0.0.1): the bare URL is refused,
+    the printed `?token=` URL loads the editor (the token moves to a cookie) and a run works."""
+    from ui.app import build_app, create_server, start_url
+    from ui.guard import GuardConfig
+    from ui.serve import BackgroundServer
+
+    registry, _ = load_registry(entry_points=False)
+    session = Session(registry, device="cpu", output_dir=tmp_path_factory.mktemp("out"))
+    config = GuardConfig(token="browser-token-0123456789")
+    running = BackgroundServer(create_server(build_app(session, workflows_dir=tmp_path_factory.mktemp("wf")),
+                                             config)).start()
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    try:
+        page = context.new_page()
+        assert page.goto(running.url + "/").status == 401
+        page.goto(start_url("127.0.0.1", running.port, config))
+        page.wait_for_selector("#ng-root[data-ready=true]", timeout=30_000)
+        assert "token" not in page.url
+        upload = tmp_path_factory.mktemp("upload") / "small.json"
+        upload.write_text(json.dumps({"nodes": {
+            "noise": {"type": "core/random_tensor", "inputs": {"shape": [1, 3, 8, 8], "seed": 1}},
+            "image": {"type": "core/to_image", "inputs": {"tensor": {"from": "noise", "output": "tensor"}}},
+            "show": {"type": "core/preview_image", "inputs": {"images": {"from": "image", "output": "image"}}}}}))
+        page.set_input_files("input.ng-upload-input", str(upload))
+        page.wait_for_selector('.ng-node[data-id="show"]')
+        page.click("button.ng-run")
+        image = page.locator('.ng-node[data-id="show"] img.ng-output-image').first
+        image.wait_for(timeout=30_000)
+        assert image.evaluate("img => img.complete && img.naturalWidth") == 8  # <img> loads with cookie + run key
+        if os.environ.get("NODEGRAPH_UI_SCREENSHOT"):
+            page.screenshot(path=os.environ["NODEGRAPH_UI_SCREENSHOT"].replace(".png", "_token.png"))
+    finally:
+        context.close()
+        running.stop()

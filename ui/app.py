@@ -8,6 +8,7 @@ Gradio hosts the page and the headless endpoint that `gradio_client` calls.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from nodegraph import NodeFailed, RunCancelled, Session, Workflow, WorkflowFormatError, atomic_write_bytes
 
 from .api import MAX_UPLOAD_BYTES, build_router
+from .guard import GuardConfig, install_guard, new_token
 from .runs import RunManager, collect_outputs, display_targets, problems_of
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -100,19 +102,61 @@ def build_app(session: Session | None = None, workflows_dir: str | Path | None =
     return blocks
 
 
-def create_server(blocks: gr.Blocks) -> FastAPI:
-    """A FastAPI app with the editor's JSON routes and static files, and the Gradio page at '/'."""
+def create_server(blocks: gr.Blocks, guard: GuardConfig | None = None) -> FastAPI:
+    """A FastAPI app with the editor's JSON routes and static files, and the Gradio page at '/'.
+
+    Every route (Gradio's included) sits behind the `ui.guard.Guard` middleware: loopback Host
+    names and same-origin requests only, a token when `guard.token` is set, bounded bodies.
+    """
     context: AppContext = blocks.nodegraph_context  # type: ignore[attr-defined]
     app = FastAPI(title="nodegraph")
     app.include_router(build_router(context.session, context.runs, context.workflows_dir, context.initial))
     app.mount("/ui-static", StaticFiles(directory=STATIC_DIR), name="ui-static")
-    return gr.mount_gradio_app(app, blocks, path="/", head=page_head(), footer_links=["api"],
-                               max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False)
+    app = gr.mount_gradio_app(app, blocks, path="/", head=page_head(), footer_links=["api"],
+                              max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False)
+    install_guard(app, guard if guard is not None else GuardConfig(api_body_limit=MAX_UPLOAD_BYTES))
+    return app
+
+
+def split_names(*values: str | None) -> frozenset[str]:
+    """Comma-separated lists (flags, environment variables) to one set of names."""
+    return frozenset(name.strip() for value in values if value for name in value.split(",") if name.strip())
+
+
+def server_config(host: str, token: str | None = None, allowed_hosts: list[str] | None = None,
+                  allowed_origins: list[str] | None = None,
+                  environ: dict[str, str] | None = None) -> tuple[GuardConfig, bool]:
+    """The guard for `nodegraph ui`: a token from the flag or NODEGRAPH_TOKEN, generated when the
+    bind address is not loopback and none was given; extra Host names from --allowed-host or
+    NODEGRAPH_ALLOWED_HOSTS (a specific bind address counts as one). Returns (config, generated)."""
+    env = os.environ if environ is None else environ
+    token = token or env.get("NODEGRAPH_TOKEN") or None
+    loopback = host in LOCAL_HOSTS
+    generated = False
+    if token is None and not loopback:
+        token, generated = new_token(), True
+    hosts = set(split_names(*(allowed_hosts or []), env.get("NODEGRAPH_ALLOWED_HOSTS")))
+    if not loopback and host not in ("0.0.0.0", "::", ""):
+        hosts.add(host)
+    origins = split_names(*(allowed_origins or []), env.get("NODEGRAPH_ALLOWED_ORIGINS"))
+    return GuardConfig(token=token, allowed_hosts=frozenset(hosts), allowed_origins=origins,
+                       api_body_limit=MAX_UPLOAD_BYTES), generated
+
+
+def start_url(host: str, port: int, config: GuardConfig) -> str:
+    """The URL to open: a loopback or configured name (not 0.0.0.0), with ?token= when one is needed."""
+    name = host
+    if host in ("0.0.0.0", "::", ""):
+        extra = sorted(config.hosts - {"127.0.0.1", "localhost", "::1"})
+        name = extra[0] if extra else "127.0.0.1"
+    shown = f"[{name}]" if ":" in name else name
+    return f"http://{shown}:{port}/" + (f"?token={config.token}" if config.token else "")
 
 
 def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
-         plugin_dirs: list[str] | None = None) -> None:
-    """Start the editor and block until interrupted (`nodegraph ui`)."""
+         plugin_dirs: list[str] | None = None, token: str | None = None,
+         allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None) -> None:
+    """Start the editor and block until interrupted (`nodegraph ui`, `python -m ui`)."""
     import uvicorn
 
     from nodegraph.plugins import load_registry
@@ -124,10 +168,17 @@ def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
     if workflow_path:
         workflow = Workflow.load(workflow_path)
         initial = {"name": Path(workflow_path).name, "workflow": json.loads(workflow.to_json())}
+    config, generated = server_config(host, token, allowed_hosts, allowed_origins)
     if host not in LOCAL_HOSTS:
-        print(f"warning: binding {host}: anyone who can reach this address can run workflows here",
-              file=sys.stderr)
+        print(f"warning: binding {host}: anyone who can reach this address and has the token can run "
+              "workflows here", file=sys.stderr)
+        if generated:
+            print("a token was generated for this start (set NODEGRAPH_TOKEN or --token to choose one)",
+                  file=sys.stderr)
+        if host in ("0.0.0.0", "::") and config.hosts == {"127.0.0.1", "localhost", "::1"}:
+            print("note: only loopback Host names are accepted; pass --allowed-host NAME (or "
+                  "NODEGRAPH_ALLOWED_HOSTS) for the name other machines use", file=sys.stderr)
     root = Path.cwd()
     blocks = build_app(Session(registry, output_dir="outputs", input_roots=[root]), initial=initial)
-    print(f"nodegraph editor on http://{'[' + host + ']' if ':' in host else host}:{port}/", file=sys.stderr)
-    uvicorn.run(create_server(blocks), host=host, port=port, log_level="warning")
+    print(f"nodegraph editor on {start_url(host, port, config)}", file=sys.stderr, flush=True)
+    uvicorn.run(create_server(blocks, config), host=host, port=port, log_level="warning")

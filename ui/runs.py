@@ -6,8 +6,10 @@ the run is done. IMAGE outputs of the output nodes become PNG bytes kept in memo
 
 from __future__ import annotations
 
+import hmac
 import io
 import itertools
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,6 +80,8 @@ def problems_of(workflow: Workflow, session: Session) -> list[Problem]:
 @dataclass
 class RunRecord:
     id: int
+    key: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
+    """The run's secret, returned only to the client that started it; needed to read or cancel the run."""
     status: str = "running"  # running | ok | failed | cancelled
     events: list[dict[str, Any]] = field(default_factory=list)
     images: dict[str, list[bytes]] = field(default_factory=dict)
@@ -88,6 +92,9 @@ class RunRecord:
     error_node: str | None = None
     preview: bytes | None = None
     seconds: float = 0.0
+
+    def opens_with(self, key: str | None) -> bool:
+        return key is not None and hmac.compare_digest(key.encode("utf-8", "surrogateescape"), self.key.encode())
 
     def summary(self) -> dict[str, Any]:
         return {"run": self.id, "status": self.status, "ran": self.ran, "cached": self.cached,
@@ -119,6 +126,7 @@ class RunManager:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._current: RunRecord | None = None
 
     @property
     def busy(self) -> bool:
@@ -133,6 +141,7 @@ class RunManager:
             self.runs[record.id] = record
             for old in sorted(self.runs)[:-8]:  # keep the last few runs' images only
                 del self.runs[old]
+            self._current = record
             self._thread = threading.Thread(target=self._run, args=(workflow, record), daemon=True,
                                             name=f"nodegraph-ui-run-{record.id}")
             self._thread.start()
@@ -143,11 +152,13 @@ class RunManager:
         if thread is not None:
             thread.join(timeout)
 
-    def cancel(self) -> bool:
-        if not self.busy:
-            return False
-        self.session.cancel()
-        return True
+    def cancel(self, record: RunRecord) -> bool:
+        """Cancel `record` if it is the run in progress (never another client's run)."""
+        with self._lock:
+            if not self.busy or self._current is not record or record.status != "running":
+                return False
+            self.session.cancel()
+            return True
 
     def _on_event(self, record: RunRecord, event: Event) -> None:
         data = event.as_dict()

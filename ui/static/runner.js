@@ -3,8 +3,8 @@
   "use strict";
   const NG = (window.NG = window.NG || {});
 
-  async function call(method, url, body) {
-    const options = { method, headers: {} };
+  async function call(method, url, body, headers) {
+    const options = { method, headers: Object.assign({}, headers || {}), credentials: "same-origin" };
     if (body !== undefined) {
       options.body = typeof body === "string" ? body : JSON.stringify(body);
       options.headers["Content-Type"] = "application/json";
@@ -31,6 +31,7 @@
       this.graph = canvas.graph;
       this.panel = panel;  // {status, bar, preview, gallery, problems}
       this.runId = null;
+      this.runKey = null;  // the run's secret: only the client that started a run may read or cancel it
       this.previews = 0;
     }
 
@@ -84,6 +85,7 @@
       this.markProblems([]);
       this.canvas.clearStatus();
       this.runId = result.run;
+      this.runKey = result.key;
       this.panel.gallery.replaceChildren();
       this.panel.bar.style.width = "0%";
       this.panel.preview.removeAttribute("src");
@@ -96,7 +98,11 @@
 
     async cancel() {
       try {
-        const result = await call("POST", "/api/cancel");
+        if (this.runId === null || !this.polling) {
+          this.setStatus("nothing is running", "info");
+          return;
+        }
+        const result = await call("POST", `/api/runs/${this.runId}/cancel`, undefined, { "X-Run-Key": this.runKey });
         if (result.cancelled) this.setStatus("cancelling\u2026", "busy");
         else this.setStatus("nothing is running", "info");
       } catch (err) {
@@ -109,7 +115,7 @@
       let since = 0;
       try {
         for (;;) {
-          const data = await call("GET", `/api/events?run=${run}&since=${since}`);
+          const data = await call("GET", this.runUrl(run, "/events", `since=${since}`));
           since = data.next;
           let finished = false;
           for (const event of data.events) {
@@ -125,6 +131,12 @@
       } finally {
         this.polling = false;
       }
+    }
+
+    runUrl(run, path, query) {
+      // images load through <img src>, which sends no headers: the key rides in the query string
+      const key = `key=${encodeURIComponent(this.runKey || "")}`;
+      return `/api/runs/${run}${path}?${query ? query + "&" : ""}${key}`;
     }
 
     handle(run, event) {
@@ -143,7 +155,7 @@
         this.setStatus(`running ${event.node}: step ${event.step}/${event.total}${loss}`, "busy");
         if (event.preview) {
           this.previews += 1;
-          this.panel.preview.src = `/api/preview/${run}.png?n=${this.previews}`;
+          this.panel.preview.src = this.runUrl(run, "/preview.png", `n=${this.previews}`);
           this.panel.preview.classList.add("ng-show");
         }
       } else if (event.kind === "node_error") {
@@ -152,11 +164,13 @@
     }
 
     async finish(run) {
-      const summary = await call("GET", `/api/runs/${run}`);
+      const summary = await call("GET", this.runUrl(run, ""));
       const gallery = [];
       for (const [node, count] of Object.entries(summary.images)) {
         const urls = [];
-        for (let i = 0; i < count; i++) urls.push(`/api/outputs/${run}/${encodeURIComponent(node)}.png?index=${i}`);
+        for (let i = 0; i < count; i++) {
+          urls.push(this.runUrl(run, `/outputs/${encodeURIComponent(node)}.png`, `index=${i}`));
+        }
         this.canvas.setStatus(node, { images: urls });
         for (const url of urls) gallery.push(NG.el("a", { href: url, target: "_blank", title: node },
           NG.el("img", { src: url, alt: node, class: "ng-gallery-image" })));

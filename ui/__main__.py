@@ -1,0 +1,25 @@
+"""`python -m ui`: the editor with every server option (`nodegraph ui` passes the common ones).
+
+    python -m ui [workflow.json] [--host H] [--port P] [--token T] [--allowed-host NAME ...]
+                 [--allowed-origin ORIGIN ...] [--plugins-dir DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .app import main
+
+parser = argparse.ArgumentParser(prog="python -m ui", description="start the nodegraph browser editor")
+parser.add_argument("workflow", nargs="?")
+parser.add_argument("--host", default="127.0.0.1")
+parser.add_argument("--port", type=int, default=7860)
+parser.add_argument("--token", help="require this token (default: NODEGRAPH_TOKEN; generated off loopback)")
+parser.add_argument("--allowed-host", action="append", default=[], dest="allowed_hosts",
+                    help="accept this Host name besides the loopback names (repeatable)")
+parser.add_argument("--allowed-origin", action="append", default=[], dest="allowed_origins",
+                    help="accept requests from this Origin besides the server's own (repeatable)")
+parser.add_argument("--plugins-dir", action="append", default=[], dest="plugins_dir")
+args = parser.parse_args()
+main(args.workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir, token=args.token,
+     allowed_hosts=args.allowed_hosts, allowed_origins=args.allowed_origins)
