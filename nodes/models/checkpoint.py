@@ -170,7 +170,7 @@ def _read_header(path: str | Path, architectures: Architectures = None
         raise CheckpointError(f"{str(path)!r} has no nodegraph metadata (was it saved by nodegraph?)")
     try:
         meta = json.loads(header[META_KEY]) if META_KEY in header else legacy_vae_metadata(header)
-    except (KeyError, TypeError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+    except (KeyError, TypeError, ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         raise CheckpointError(f"{str(path)!r}: metadata is not valid JSON: {error!r}") from error
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r}: metadata format is not {FORMAT!r}")
@@ -211,8 +211,8 @@ def _config_hints(cls: type) -> tuple[dict[str, Any], bool] | None:
     return fields, var_keyword
 
 
-def _check_config_values(where: str, value: Any, key: str = "config") -> None:
-    """Sizes are ints in [0, MAX_CONFIG_INT]; floats are finite; nesting stays shallow."""
+def _check_config_values(where: str, value: Any, key: str = "config", depth: int = 0) -> None:
+    """Sizes are ints in [0, MAX_CONFIG_INT]; floats are finite; nesting stays shallow (a list of lists at most)."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return
     if isinstance(value, int):
@@ -223,11 +223,12 @@ def _check_config_values(where: str, value: Any, key: str = "config") -> None:
         if not math.isfinite(value):
             raise CheckpointError(f"{where}: config value {key} = {value} is not a finite number")
     elif isinstance(value, (list, dict)):
-        if key.count("[") + key.count(".") > 4:
+        if depth >= 3:
             raise CheckpointError(f"{where}: config value {key} is nested too deeply")
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for sub, item in items:
-            _check_config_values(where, item, f"{key}.{sub}" if isinstance(value, dict) else f"{key}[{sub}]")
+            _check_config_values(where, item, f"{key}.{sub}" if isinstance(value, dict) else f"{key}[{sub}]",
+                                 depth + 1)
     else:
         raise CheckpointError(f"{where}: config value {key} has an unsupported type {type(value).__name__}")
 
