@@ -24,7 +24,7 @@ import math
 import os
 import threading
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,27 +288,35 @@ def _counting_registrations(limit: int, max_tensors: int) -> Iterator[list[int]]
             handle.remove()
 
 
-def planned_state(path: str | Path, arch: str, cls: type, config: dict[str, Any], file_tensors: int,
-                  limit: int) -> tuple[dict[str, torch.Tensor], int]:
-    """Build `cls(**config)` on the meta device (shapes and dtypes, no storage) and return its state dict
-    and its parameter + buffer element count. Refused with a CheckpointError naming the file, the
-    architecture, the count and the limit when the config asks for more than `limit` elements."""
-    where = f"{str(path)!r}"
+def build_on_meta(build: Callable[[], nn.Module], where: str, what: str, limit: int,
+                  max_tensors: int) -> tuple[nn.Module, int]:
+    """Run `build()` on the meta device (shapes and dtypes, no storage), stopped as soon as it registers
+    more than `limit` parameter + buffer elements or `max_tensors` parameters; return the meta module and
+    its element count. Refusals are CheckpointErrors naming `where`, `what` is built, the count and the limit.
+    Used for checkpoints here and for text encoder folders (whose config.json is just as untrusted)."""
     try:
-        with _counting_registrations(limit, 2 * file_tensors + 64), torch.device("meta"):
-            module = cls(**config)
+        with _counting_registrations(limit, max_tensors), torch.device("meta"):
+            module = build()
     except _TooLarge as reason:
         raise CheckpointError(
-            f"{where}: the {arch} config asks for {reason} (refused before allocating anything; "
+            f"{where}: the {what} config asks for {reason} (refused before allocating anything; "
             f"${MAX_PARAMETERS_ENV} sets the limit)") from None
     except Exception as error:  # noqa: BLE001 - the config is untrusted input; any failure is its fault
-        raise CheckpointError(f"{where}: config does not build a {arch}: {error}") from None
+        raise CheckpointError(f"{where}: config does not build a {what}: {error}") from None
     tensors = {id(t): t for t in (*module.parameters(), *module.buffers())}
     count = sum(t.numel() for t in tensors.values())
     if count > limit:  # a tensor resized after registration; the hooks only saw the first size
         raise CheckpointError(
-            f"{where}: the {arch} config asks for {count:,} parameters, more than the limit of {limit:,} "
+            f"{where}: the {what} config asks for {count:,} parameters, more than the limit of {limit:,} "
             f"(refused before allocating anything; ${MAX_PARAMETERS_ENV} sets the limit)")
+    return module, count
+
+
+def planned_state(path: str | Path, arch: str, cls: type, config: dict[str, Any], file_tensors: int,
+                  limit: int) -> tuple[dict[str, torch.Tensor], int]:
+    """`cls(**config)` built on the meta device (`build_on_meta`): its state dict (names, shapes, dtypes)
+    and its element count, refused past `limit` or when it registers far more tensors than the file holds."""
+    module, count = build_on_meta(lambda: cls(**config), f"{str(path)!r}", arch, limit, 2 * file_tensors + 64)
     return module.state_dict(), count
 
 
