@@ -49,6 +49,21 @@ ATTACKS = {
 }
 
 
+def huge_encoder_folder(folder: Path) -> Path:
+    """The bundled text encoder's files (linked) with a config.json asking for a 2 G parameter BERT."""
+    from nodes.text.encoder import bundled_model_dir
+
+    source = bundled_model_dir("all-MiniLM-L6-v2")
+    folder.mkdir()
+    for entry in source.iterdir():
+        if entry.name != "config.json":
+            (folder / entry.name).symlink_to(entry)
+    config = json.loads((source / "config.json").read_text())
+    config.update(hidden_size=65536, intermediate_size=262144, num_attention_heads=16)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
 def test_tiny_files_asking_for_huge_models_are_refused_before_any_allocation(tmp_path):
     """Run the loads in a process whose address space is capped at 3 GiB: refusing from the header
     keeps it far below; any attempt to build the real module dies with an allocation error instead
@@ -57,6 +72,7 @@ def test_tiny_files_asking_for_huge_models_are_refused_before_any_allocation(tmp
              for name, (arch, config, kind) in ATTACKS.items()}
     for path in files.values():
         assert path.stat().st_size < 400
+    encoder = huge_encoder_folder(tmp_path / "encoder")
     script = textwrap.dedent(f"""
         import json, resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
@@ -68,6 +84,12 @@ def test_tiny_files_asking_for_huge_models_are_refused_before_any_allocation(tmp
                 out[name] = "loaded"
             except CheckpointError as error:
                 out[name] = str(error)
+        from nodes.text.encoder import load_text_encoder
+        try:
+            load_text_encoder({str(encoder)!r})
+            out["encoder"] = "loaded"
+        except CheckpointError as error:
+            out["encoder"] = str(error)
         out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         print(json.dumps(out))
     """)
@@ -83,6 +105,8 @@ def test_tiny_files_asking_for_huge_models_are_refused_before_any_allocation(tmp
         assert MAX_PARAMETERS_ENV in message
     assert "17,179,869,184 parameters" in out["unet"]  # the count is the one the config asks for
     assert "weights do not match the metadata's mlp config" in out["mlp_under_limit"]
+    assert out["encoder"].startswith(f"{str(encoder)!r}: the bert text encoder config asks for at least")
+    assert "more than the limit of 2,000,000,000" in out["encoder"]
     assert out["maxrss_mb"] < 1500  # flat: torch and the library, no model
 
 
