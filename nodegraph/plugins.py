@@ -7,6 +7,13 @@ loads a third party's. Only nodegraph's own distribution may provide the plugin 
 Each plugin's hooks run on their own: one that fails to import, declares an incompatible API
 version or raises while registering is reported with its error and its partial registrations are
 undone; every other plugin still loads.
+
+A plugin cannot stall or end the host either. Its import runs in a daemon thread with a time budget
+($NODEGRAPH_PLUGIN_IMPORT_TIMEOUT seconds, default 10): past it the plugin is reported ("took longer
+than N s to import; skipped") and never registered, even if its import finishes later (Python cannot
+stop a thread, so it is left to finish or hang in the background). Any BaseException a plugin raises
+on import or in a hook (SystemExit, KeyboardInterrupt, GeneratorExit...) is reported like any other
+error; only a real Ctrl+C (SIGINT received while loading) still stops the program.
 """
 
 from __future__ import annotations
@@ -14,10 +21,14 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import math
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -34,6 +45,24 @@ API_VERSION = 1
 ENTRY_POINT_GROUP = "nodegraph.plugins"
 OWN_DISTRIBUTION = "nodegraph"
 PLUGINS_ENV = "NODEGRAPH_PLUGINS"
+IMPORT_TIMEOUT_ENV = "NODEGRAPH_PLUGIN_IMPORT_TIMEOUT"
+DEFAULT_IMPORT_TIMEOUT = 10.0
+"""Seconds a plugin may take to import; generous for a plugin importing heavy libraries of its own
+(torch itself is already imported by the built-in library, which loads first and has no budget)."""
+
+
+def import_timeout() -> float:
+    """The import budget in force: $NODEGRAPH_PLUGIN_IMPORT_TIMEOUT (read now) or DEFAULT_IMPORT_TIMEOUT."""
+    raw = os.environ.get(IMPORT_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_IMPORT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"${IMPORT_TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
 
 
 @dataclass
@@ -73,6 +102,72 @@ def _short_error(err: BaseException) -> str:
     frames = traceback.extract_tb(err.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     return f"{type(err).__name__}: {err}{where}"
+
+
+class ImportTimeout(Exception):
+    """A plugin's import ran past its budget (it may still finish in the background; it is not registered)."""
+
+
+def _import_with_budget(load: Callable[[], Any], budget: float, name: str) -> Any:
+    """Run `load()` in a daemon thread and wait at most `budget` seconds for it.
+
+    What the plugin raises (any BaseException) is re-raised here, in the caller's thread, so the caller
+    reports it. A thread, not the caller, runs the import so that a plugin that sleeps or blocks cannot
+    hold the caller past the budget; a daemon thread, so that it cannot keep the process alive at exit.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = load()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller, which contains it
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name=f"nodegraph-plugin-import:{name}", daemon=True)
+    thread.start()
+    thread.join(budget)
+    if thread.is_alive():
+        raise ImportTimeout(f"took longer than {budget:g} s to import; skipped "
+                            f"(${IMPORT_TIMEOUT_ENV} sets the budget)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+class _UserInterrupts:
+    """Tells a real Ctrl+C from a plugin raising KeyboardInterrupt itself.
+
+    While plugins load, SIGINT (main thread only: Python delivers signals there) goes through a
+    handler that records it before raising KeyboardInterrupt as usual; a KeyboardInterrupt with no
+    SIGINT recorded came from plugin code and is contained like any other plugin error.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # no signal reaches this thread: every KeyboardInterrupt here is a plugin's
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            self.seen = True
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def reraise_if_user(self, err: BaseException) -> None:
+        if isinstance(err, KeyboardInterrupt) and self.seen:
+            raise err
 
 
 def _check_api_version(plugin: Any, name: str) -> None:
@@ -121,7 +216,7 @@ class PluginLoader:
 
     def __init__(self, plugin_dirs: Sequence[str | os.PathLike] = (), *, entry_points: bool = True,
                  disabled: Iterable[str] = (), only: Iterable[str] | None = None,
-                 builtins: bool = True) -> None:
+                 builtins: bool = True, import_budget: float | None = None) -> None:
         self.plugin_dirs = [Path(p) for p in plugin_dirs]
         env_dirs = os.environ.get(PLUGINS_ENV, "")
         self.plugin_dirs += [Path(p) for p in env_dirs.split(os.pathsep) if p]
@@ -133,6 +228,8 @@ class PluginLoader:
         self.pm.add_hookspecs(NodegraphSpec)
         self.report = PluginReport()
         self._info: dict[str, PluginInfo] = {}
+        self.import_budget = import_timeout() if import_budget is None else import_budget
+        self._interrupts = _UserInterrupts()
 
     def _wanted(self, name: str) -> bool:
         if name == CORE_PLUGIN:
@@ -150,14 +247,14 @@ class PluginLoader:
             info.error = f"a plugin named {name!r} is already loaded from {self._info[name].source}"
             return
         try:
-            plugin = load()
+            # the built-in library is trusted and imports torch: no thread, no budget
+            plugin = load() if name == CORE_PLUGIN else _import_with_budget(load, self.import_budget, name)
             _check_api_version(plugin, name)
             info.version = info.version or str(getattr(plugin, "__version__", ""))
             self.pm.register(plugin, name=name)
         except BaseException as err:  # noqa: BLE001 - a broken plugin must never stop the app
-            if isinstance(err, KeyboardInterrupt):
-                raise
-            info.error = _short_error(err)
+            self._interrupts.reraise_if_user(err)
+            info.error = str(err) if isinstance(err, ImportTimeout) else _short_error(err)
             return
         self._info[name] = info
 
@@ -195,9 +292,8 @@ class PluginLoader:
                 continue
             try:
                 impl.function(registry=registry.registrar(impl.plugin_name))
-            except BaseException as err:  # noqa: BLE001
-                if isinstance(err, KeyboardInterrupt):
-                    raise
+            except BaseException as err:  # noqa: BLE001 - SystemExit & co. from a plugin are its errors too
+                self._interrupts.reraise_if_user(err)
                 registry.remove_plugin(impl.plugin_name)
                 info.error = _short_error(err)
                 if impl.plugin_name == CORE_PLUGIN:
@@ -205,9 +301,10 @@ class PluginLoader:
 
     def load(self, registry: Registry | None = None) -> Registry:
         registry = registry or Registry()
-        self.discover()
-        for hook in ("nodegraph_register_types", "nodegraph_register_components", "nodegraph_register_nodes"):
-            self._run_hook(hook, registry)
+        with self._interrupts.watching():
+            self.discover()
+            for hook in ("nodegraph_register_types", "nodegraph_register_components", "nodegraph_register_nodes"):
+                self._run_hook(hook, registry)
         for name, info in self._info.items():
             if info.error:
                 registry.remove_plugin(name)  # what it registered before a later hook of it failed

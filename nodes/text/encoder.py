@@ -51,6 +51,31 @@ def bundled_model_dir(name: str) -> Path:
     return folder
 
 
+def check_encoder_size(folder: Path) -> int:
+    """Parameter count of the encoder a folder's config.json describes, computed on the meta device
+    before anything is allocated; a config past `max_parameters()` ($NODEGRAPH_MAX_PARAMETERS) is a
+    CheckpointError. A folder is as untrusted as a checkpoint: a config.json asking for a huge
+    hidden_size next to a tiny model.safetensors must not make transformers allocate it."""
+    from safetensors import SafetensorError, safe_open
+    from transformers import AutoConfig, AutoModel
+
+    from ..models.checkpoint import CheckpointError, build_on_meta, max_parameters
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{str(folder)!r}: config.json is not a usable encoder config: {error}") from error
+    weights = folder / "model.safetensors"
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            file_tensors = len(list(handle.keys()))
+    except (SafetensorError, OSError, ValueError):
+        file_tensors = 10_000  # transformers reports the missing/bad file itself, next
+    _module, count = build_on_meta(lambda: AutoModel.from_config(config), f"{str(folder)!r}",
+                                   f"{config.model_type} text encoder", max_parameters(), 2 * file_tensors + 64)
+    return count
+
+
 class TextEncoder:
     """Tokenizer + frozen transformer in eval mode; `encode(prompts)` gives a text `Condition`."""
 
@@ -65,6 +90,7 @@ class TextEncoder:
         self.folder = Path(folder)
         self.name = name or self.folder.name
         self.device = device
+        check_encoder_size(self.folder)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
         self.model.requires_grad_(False).eval().to(device)
