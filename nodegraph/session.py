@@ -207,7 +207,7 @@ class _Run:
                 try:
                     kwargs[name] = self.session.registry.component(spec.choice, kwargs[name])
                 except LookupError as err:
-                    raise NodeFailed(node_id, node_type.id, f"input {name!r}: {str(err).strip(chr(34))}") from None
+                    raise NodeFailed(node_id, node_type.id, f"input {name!r}: {err}") from None
         for name in node_type.path_inputs:
             if name in pn.links:  # a literal was confined at validation; a linked value is checked as it arrives
                 try:

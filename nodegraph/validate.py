@@ -90,7 +90,7 @@ def _check_choice(spec: Any, value: Any, registry: Registry) -> None:
         try:
             registry.component(spec.choice, value)
         except LookupError as err:
-            raise LookupError(f"{str(err).strip(chr(34))}; a plugin that is not loaded may provide it "
+            raise LookupError(f"{err}; a plugin that is not loaded may provide it "
                               "(`nodegraph plugins` lists the loaded ones)") from None
 
 
@@ -162,7 +162,7 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
                 values[name] = keyed[name] = spec.coerce(value)
                 _check_choice(spec, values[name], registry)
             except (InputValueError, LookupError) as err:
-                problems.append(Problem("bad_value", str(err).strip("'\""), node_id, name))
+                problems.append(Problem("bad_value", str(err), node_id, name))
     reported.update(p.input for p in problems[before:])
     for name, spec in node_type.inputs.items():
         if name not in values and name not in links and name not in reported:

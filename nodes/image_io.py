@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +12,6 @@ from PIL import Image
 from pydantic import Field
 
 from nodegraph import Context, InputPath, OutputPath, atomic_write_bytes, node
-from nodegraph.confine import output_target
 
 from .sockets import IMAGE
 
@@ -41,11 +39,6 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
     channels = len(image.getbands())
     return data.view(image.height, image.width, channels).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-
-
-def resolve_output_folder(root: str | os.PathLike, folder: str) -> Path:
-    """A sub-folder of the output root; absolute paths and `..` that would escape it are refused."""
-    return output_target(root, folder)
 
 
 def save_png_numbered(image: Image.Image, folder: Path, prefix: str) -> Path:

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from nodegraph import Context
+from nodegraph.confine import output_target
 from nodes.image_io import (
     image_grid,
     pil_to_tensor,
-    resolve_output_folder,
     save_image,
     save_png_numbered,
     tensor_to_pil,
@@ -39,10 +39,10 @@ def test_numbered_names_never_overwrite(tmp_path):
 
 
 def test_output_folder_cannot_escape(tmp_path):
-    assert resolve_output_folder(tmp_path, "sub/dir") == (tmp_path / "sub/dir").resolve()
+    assert output_target(tmp_path, "sub/dir") == (tmp_path / "sub/dir").resolve()
     for bad in ("../x", "/etc", "a/../../b"):
         with pytest.raises(ValueError, match="outside the output folder|absolute"):
-            resolve_output_folder(tmp_path, bad)
+            output_target(tmp_path, bad)
 
 
 def test_grid_layout():

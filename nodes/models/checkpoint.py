@@ -395,26 +395,19 @@ BUNDLED_BACKBONES = Literal["digits_cfg_unet", "shapes_t2i"]
 BUNDLED_CLASSIFIERS = Literal["digits_noisy_classifier", "digits_clean_classifier"]
 
 
-def _output_path(ctx: Context, filename: str) -> Path:
-    """The checkpoint file under the output folder (never outside it: see `Context.output_path`)."""
-    if not filename.endswith(".safetensors"):
-        raise ValueError(f"filename {filename!r} must end in .safetensors")
-    return ctx.output_path(filename)
-
-
 @node("core/save_backbone", category="models", display_name="Save backbone", outputs=("path",),
       side_effect=True, output_node=True)
 def save_backbone(ctx: Context, backbone: BACKBONE, filename: OutputPath = "backbone.safetensors") -> str:
     """Write the backbone as .safetensors with its architecture, config and training facts as JSON metadata
     (atomically; `filename` is relative to the run's output folder, which it may not leave)."""
-    return str(save_model(backbone, _output_path(ctx, filename), architectures=ctx.components("architecture")))
+    return str(save_model(backbone, ctx.output_path(filename), architectures=ctx.components("architecture")))
 
 
 @node("core/save_classifier", category="models", display_name="Save classifier", outputs=("path",),
       side_effect=True, output_node=True)
 def save_classifier(ctx: Context, classifier: CLASSIFIER, filename: OutputPath = "classifier.safetensors") -> str:
     """Write the classifier as .safetensors + JSON metadata (atomically)."""
-    return str(save_model(classifier, _output_path(ctx, filename), architectures=ctx.components("architecture")))
+    return str(save_model(classifier, ctx.output_path(filename), architectures=ctx.components("architecture")))
 
 
 @node("core/load_backbone", category="models", display_name="Load backbone")

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import TimeEmbedding, batch_times, group_norm
+from ..broadcast import batch_times
+from .layers import TimeEmbedding, group_norm
 from .unet import ResBlock
 
 

@@ -14,9 +14,10 @@ from torch import nn
 
 from nodes.conditioning import Condition
 
+from ..broadcast import batch_times
 from .attention import Attention, name_attention_modules
 from .base import PREDICTIONS, Backbone
-from .layers import TimeEmbedding, batch_times, class_labels, text_context
+from .layers import TimeEmbedding, class_labels, text_context
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

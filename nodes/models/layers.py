@@ -7,10 +7,7 @@ import math
 import torch
 from torch import nn
 
-from nodes.broadcast import batch_times
 from nodes.conditioning import Condition
-
-__all__ = ["batch_times", "class_labels", "group_norm", "text_context", "timestep_embedding", "TimeEmbedding"]
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> torch.Tensor:

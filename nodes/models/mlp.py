@@ -9,8 +9,9 @@ from torch import nn
 
 from nodes.conditioning import Condition
 
+from ..broadcast import batch_times
 from .base import PREDICTIONS, Backbone
-from .layers import TimeEmbedding, batch_times, class_labels
+from .layers import TimeEmbedding, class_labels
 
 
 class MLPBackbone(Backbone):
