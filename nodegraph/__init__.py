@@ -10,7 +10,7 @@ from .confine import PathPolicy, PathRefused
 from .context import Cancelled, CancelToken, Context
 from .events import Event
 from .hooks import hookimpl
-from .node import Bundled, Choice, FilePath, InputPath, Lazy, NodeType, OutputPath, Widget, node
+from .node import Bundled, Choice, FilePath, InputPath, Lazy, ModelPath, NodeType, OutputPath, Widget, node
 from .plugins import API_VERSION, PluginLoader, default_registry, load_registry
 from .registry import Registry, RegistryError
 from .session import NodeFailed, RunCancelled, RunResult, Session, resolve_device, run
@@ -21,7 +21,7 @@ from .workflow import Link, Workflow, WorkflowFormatError
 __version__ = "0.1.0"
 
 __all__ = [
-    "ANY", "API_VERSION", "BOOLEAN", "Bundled", "InputPath", "OutputPath", "PathPolicy", "PathRefused",
+    "ANY", "API_VERSION", "BOOLEAN", "Bundled", "InputPath", "ModelPath", "OutputPath", "PathPolicy", "PathRefused",
     "FLOAT", "INT", "JSON", "STRING", "CancelToken", "Cancelled", "Choice",
     "Context", "Event", "FilePath", "LRUCache", "Lazy", "Link", "NodeFailed", "NodeType", "Plan",
     "PluginLoader", "Problem", "Registry", "RegistryError", "RunCancelled", "RunResult", "Session",

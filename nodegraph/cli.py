@@ -178,6 +178,8 @@ class TextProgress:
             write(f"  {event.node} ({event.type}) cached\n")
         elif event.kind == "node_done":
             write(f"  {event.node} done in {event.seconds:.2f}s\n")
+        elif event.kind == "warning":
+            write(f"  warning: {event.node}: {event.message}\n")
         elif event.kind == "progress" and event.total:
             fraction = (event.step or 0) / event.total
             extras = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -31,6 +31,8 @@ READ_ROOT_COMPONENT = "read_root"
 
 MAX_FILES = 10_000
 MAX_BYTES = 4 << 30
+UNBOUNDED = 1 << 62
+"""The byte bound of `ModelPath` inputs: none (their fingerprint reads headers, not content)."""
 
 
 class PathRefused(ValueError):
@@ -122,9 +124,10 @@ class PathPolicy:
         resolved = tuple(dict.fromkeys(r.expanduser().resolve() for r in roots))
         return cls(resolved, Path(output_dir).resolve(), **limits)
 
-    def check_read(self, value: Any, bundled: Any = None) -> Path:
+    def check_read(self, value: Any, bundled: Any = None, weights: bool = False) -> Path:
         """The resolved path a read input names; PathRefused unless it is inside a read root (or a
-        shipped item named through `bundled`) and within the fingerprint bounds."""
+        shipped item named through `bundled`) and within the fingerprint bounds (for `weights`, model
+        files fingerprinted by their headers, only the file count is bounded)."""
         text = _text(value, "input")
         if bundled is not None:
             shipped = bundled.resolve(text)
@@ -138,7 +141,7 @@ class PathPolicy:
             roots = ", ".join(str(r) for r in self.read_roots)
             raise PathRefused(f"{text!r} is outside the folders nodes may read ({roots}); add its folder with "
                               f"--read-root or ${READ_ROOTS_ENV}")
-        for _ in walk_files(resolved, self.max_files, self.max_bytes):
+        for _ in walk_files(resolved, self.max_files, UNBOUNDED if weights else self.max_bytes):
             pass
         return resolved
 
@@ -148,5 +151,5 @@ class PathPolicy:
     def check(self, spec: Any, value: Any) -> Path:
         """Check `value` for the path input `spec` (an InputSpec with `access`)."""
         if spec.access.mode == "read":
-            return self.check_read(value, spec.bundled)
+            return self.check_read(value, spec.bundled, spec.access.weights)
         return self.check_write(value)

@@ -56,6 +56,7 @@ class Context:
     cancel_token: CancelToken = field(default_factory=CancelToken)
     _progress: ProgressFn | None = None
     _registry: Any = None
+    _warn: Callable[[str], None] | None = None
 
     def component(self, kind: str, name: str) -> Any:
         """A registered component (solver, path, architecture...) by kind and name."""
@@ -104,6 +105,12 @@ class Context:
         self.check_cancelled()
         if self._progress is not None:
             self._progress(step, total, info)
+
+    def warn(self, message: str) -> None:
+        """Report something the user should know that does not stop the node (a "warning" event;
+        the CLI prints it, the editor shows it)."""
+        if self._warn is not None:
+            self._warn(message)
 
     def check_cancelled(self) -> None:
         if self.cancel_token.cancelled:

@@ -82,17 +82,28 @@ class PathAccess:
     """
 
     mode: Literal["read", "write"]
+    weights: bool = False
+    """Model weights (files of many GB): fingerprinted by names, sizes, times and safetensors headers
+    instead of content, and not held to the byte bound (the file-count bound stays)."""
 
     def __repr__(self) -> str:
-        return "InputPath" if self.mode == "read" else "OutputPath"
+        if self.mode == "write":
+            return "OutputPath"
+        return "ModelPath" if self.weights else "InputPath"
 
 
 READ = PathAccess("read")
 WRITE = PathAccess("write")
+WEIGHTS = PathAccess("read", weights=True)
 
 InputPath = Annotated[str, READ, Widget(kind="file")]
 """A file or folder the node reads. Confined to the read roots at validation; its content
 fingerprint (bounded in files and bytes) joins the node's cache key."""
+
+ModelPath = Annotated[str, WEIGHTS, Widget(kind="file")]
+"""A model file or folder the node reads (a diffusers folder, a .safetensors checkpoint). Confined like
+`InputPath`; its fingerprint reads each file's name, size, modification time and safetensors header, not
+its gigabytes, so validating a workflow on a 20 GB model stays instant."""
 
 OutputPath = Annotated[str, WRITE, Widget(kind="text")]
 """A file, folder or file-name prefix the node writes, relative to the output folder. Absolute
@@ -139,8 +150,8 @@ class InputSpec:
 
     @property
     def is_file(self) -> bool:
-        """A path the node reads (its content joins the cache key)."""
-        return self.access is READ
+        """A path the node reads (its fingerprint joins the cache key)."""
+        return self.access is not None and self.access.mode == "read"
 
     @property
     def required(self) -> bool:
@@ -169,6 +180,12 @@ class InputSpec:
         if problem:
             raise InputValueError(f"{problem} (got {_short_repr(value)})")
         return result
+
+    @cached_property
+    def description(self) -> str:
+        """The input's own description (`Field(description=...)`), or ""."""
+        return next((item.description for item in _metadata(self.annotation)
+                     if isinstance(getattr(item, "description", None), str)), "")
 
     @cached_property
     def allows_non_finite(self) -> bool:
@@ -460,7 +477,7 @@ def build_node_type(fn: Callable[..., Any], id: str, *, version: int, category: 
         socket, validation_type, lazy, access, hint = _socket_for(annotation, f"{where} input {name!r}")
         choice = hint.pop("choice", None)
         bundled = hint.pop("bundled", None)
-        if bundled is not None and access is not READ:
+        if bundled is not None and (access is None or access.mode != "read"):
             raise NodeDefinitionError(f"{where} input {name!r}: Bundled(...) goes with InputPath")
         spec = InputSpec(name, socket, validation_type, param.default, lazy, access, hint, choice, bundled)
         if not spec.required and spec.is_widget and spec.default is not None:

@@ -129,10 +129,12 @@ class _Run:
 
     def _fingerprint(self, node_id: str, name: str, path: Path) -> bytes:
         policy = self.plan.paths
+        access = self.plan.nodes[node_id].type.inputs[name].access
+        weights = bool(access is not None and access.weights)
         try:
             if policy is None:
-                return fingerprint(path)
-            return fingerprint(path, policy.max_files, policy.max_bytes)
+                return fingerprint(path, weights=weights)
+            return fingerprint(path, policy.max_files, policy.max_bytes, weights)
         except (PathRefused, OSError) as err:  # it grew past the bounds after validation, or vanished mid-walk
             pn = self.plan.nodes[node_id]
             raise NodeFailed(node_id, pn.type.id, f"input {name!r}: {err}") from None
@@ -219,7 +221,7 @@ class _Run:
             kwargs[node_type.context_param] = Context(
                 node_id, node_type.id, self.session.device, self.session.dtype, self.keys[node_id],
                 str(self.session.output_dir), self.token, self._progress_reporter(node_id, node_type.id),
-                self.session.registry)
+                self.session.registry, self._warner(node_id, node_type.id))
         self.emit(Event("node_start", self.run_id, node_id, node_type.id))
         started = time.perf_counter()
         try:
@@ -250,6 +252,12 @@ class _Run:
         def report(step: int, total: int, info: dict[str, Any]) -> None:
             self.emit(Event("progress", self.run_id, node_id, type_id, step=step, total=total, info=info))
         return report
+
+
+    def _warner(self, node_id: str, type_id: str) -> Callable[[str], None]:
+        def warn(message: str) -> None:
+            self.emit(Event("warning", self.run_id, node_id, type_id, message=message))
+        return warn
 
 
 def _has_non_finite(value: Any) -> bool:

@@ -167,8 +167,9 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
     for name, spec in node_type.inputs.items():
         if name not in values and name not in links and name not in reported:
             if spec.required:
+                about = f": {spec.description}" if spec.description else ""
                 problems.append(Problem("missing_input", f"required input of type {spec.socket.name} "
-                                        "is neither set nor linked", node_id, name))
+                                        f"is neither set nor linked{about}", node_id, name))
             else:
                 values[name] = spec.default
                 keyed[name] = _keyed_default(spec)

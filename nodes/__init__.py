@@ -13,6 +13,7 @@ from nodegraph import hookimpl
 from . import sockets
 from .guidance import BUILTIN_GUIDANCE
 from .paths import BUILTIN_PATHS
+from .schedules import BUILTIN_SCHEDULE_PATHS
 from .solvers import BUILTIN_SOLVERS
 
 NODEGRAPH_API_VERSION = 1
@@ -28,11 +29,15 @@ def nodegraph_register_types(registry):
 def nodegraph_register_components(registry):
     for solver in BUILTIN_SOLVERS:
         registry.add_component("solver", solver.name, solver)
-    for path in BUILTIN_PATHS:
+    for path in BUILTIN_PATHS + BUILTIN_SCHEDULE_PATHS:
         registry.add_component("path", path.name, path)
     for method in BUILTIN_GUIDANCE:
         registry.add_component("guidance", method.name, method)
+    from .families.family import BUILTIN_FAMILIES
     from .models.architectures import BUILTIN_ARCHITECTURES
+
+    for family in BUILTIN_FAMILIES:
+        registry.add_component("family", family.name, family)
 
     for architecture in BUILTIN_ARCHITECTURES:
         registry.add_component("architecture", architecture.name, architecture)

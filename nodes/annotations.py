@@ -9,8 +9,9 @@ Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 """A number in [0, 1]: a time t, a fraction of the steps, a strength."""
 Steps = Annotated[int, Field(ge=1, le=10000, description="Number of solver steps.")]
 GuidanceScale = Annotated[float, Field(ge=0, le=30, description="Guidance weight w (1 = no guidance).")]
-Prediction = Literal["velocity", "epsilon", "x0"]
-"""What a network predicts: the velocity u, the noise eps or the data x0 (converted exactly on the path)."""
+Prediction = Literal["velocity", "epsilon", "x0", "v"]
+"""What a network predicts: the velocity u, the noise eps, the data x0 or v = alpha eps - beta x0
+(converted exactly on the path)."""
 
 # Training hyper-parameters, shared by every trainer.
 TrainingSteps = Annotated[int, Field(ge=1, le=1_000_000, description="Optimisation steps.")]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -14,6 +15,8 @@ class Condition:
     labels: (B,) long class ids; the model's null label id means "no label" (CFG's unconditional).
     tokens: (B, L, D) per-token text features; mask: (B, L) bool, True for real tokens.
     pooled: (B, D) one vector per prompt. prompts: the source texts, for display and editing.
+    extras: further per-row tensors a model family needs, by name, each (B, ...): SDXL's "time_ids"
+    (size and crop micro-conditioning), Flux's "guidance" (the distilled guidance scale).
     A batch of 1 broadcasts against any batch size (`expand`, `bind`); `cat` stacks conditions along
     the batch so cond and null run in one forward pass; `select` takes rows. Immutable: every method
     returns a new Condition.
@@ -24,17 +27,28 @@ class Condition:
     mask: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
     prompts: tuple[str, ...] | None = None
+    extras: Mapping[str, torch.Tensor] | None = None
+
+    _BATCHED = ("labels", "tokens", "mask", "pooled")
 
     @property
     def batch_size(self) -> int:
-        for value in (self.labels, self.tokens, self.pooled):
+        for value in (self.labels, self.tokens, self.pooled, *(self.extras or {}).values()):
             if value is not None:
                 return value.shape[0]
         return 1
 
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if isinstance(getattr(self, f.name), torch.Tensor)}
+    def _map(self, fn) -> dict[str, object]:
+        """fn applied to every tensor (the batched fields and each extra), as `replace` keywords."""
+        changed: dict[str, object] = {name: fn(getattr(self, name)) for name in self._BATCHED
+                                      if getattr(self, name) is not None}
+        if self.extras:
+            changed["extras"] = {name: fn(value) for name, value in self.extras.items()}
+        return changed
+
+    def with_extra(self, name: str, value: torch.Tensor) -> Condition:
+        """A copy with extras[name] = value (a (B, ...) tensor, or (1, ...) to broadcast)."""
+        return replace(self, extras={**(self.extras or {}), name: value})
 
     def expand(self, batch: int) -> Condition:
         """Repeat a batch-1 condition to `batch` rows (a no-op when already that size)."""
@@ -43,12 +57,16 @@ class Condition:
             return self
         if size != 1:
             raise ValueError(f"condition has batch {size}, cannot broadcast to {batch}")
-        expanded = {k: v.expand(batch, *v.shape[1:]) for k, v in self._tensors().items()}
+        expanded = self._map(lambda v: v.expand(batch, *v.shape[1:]))
         prompts = self.prompts * batch if self.prompts is not None else None
         return replace(self, **expanded, prompts=prompts)
 
-    def to(self, device: torch.device | str) -> Condition:
-        return replace(self, **{k: v.to(device) for k, v in self._tensors().items()})
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Condition:
+        """Moved to `device`; floating tensors also cast to `dtype` when given (labels, masks keep theirs)."""
+        def move(value: torch.Tensor) -> torch.Tensor:
+            cast = dtype if dtype is not None and value.is_floating_point() else None
+            return value.to(device=device, dtype=cast)
+        return replace(self, **self._map(move))
 
     def bind(self, x: torch.Tensor) -> Condition:
         """This condition broadcast to x's batch and moved to x's device (what a field passes its network)."""
@@ -62,7 +80,7 @@ class Condition:
         """
         first = conditions[0]
         merged: dict[str, object] = {}
-        for name in ("labels", "tokens", "mask", "pooled"):
+        for name in Condition._BATCHED:
             values = [getattr(c, name) for c in conditions]
             if all(v is None for v in values):
                 merged[name] = None
@@ -78,10 +96,15 @@ class Condition:
         prompts = None
         if all(c.prompts is not None for c in conditions):
             prompts = tuple(p for c in conditions for p in c.prompts)  # type: ignore[union-attr]
-        return replace(first, **merged, prompts=prompts)
+        names = [set(c.extras or {}) for c in conditions]
+        if any(n != names[0] for n in names):
+            raise ValueError(f"cannot batch conditions with different extras: {[sorted(n) for n in names]}")
+        extras = {name: torch.cat([c.extras[name] for c in conditions], dim=0)  # type: ignore[index]
+                  for name in sorted(names[0])} or None
+        return replace(first, **merged, prompts=prompts, extras=extras)
 
     def select(self, index: slice | torch.Tensor) -> Condition:
-        return replace(self, **{k: v[index] for k, v in self._tensors().items()},
+        return replace(self, **self._map(lambda v: v[index]),
                        prompts=None if self.prompts is None else
                        tuple(self.prompts[i] for i in range(len(self.prompts))[index]) if isinstance(index, slice)
                        else None)

@@ -24,7 +24,7 @@ def recorded_path(backbone: Any, kinds: dict[str, GaussianPath] | None = None) -
 
 @node("core/model_field", category="fields", display_name="Model → vector field", outputs=("vector_field",))
 def model_field(ctx: Context, backbone: BACKBONE, path: PATH = None,
-                prediction: Literal["auto", "velocity", "epsilon", "x0", "score"] = "auto",
+                prediction: Literal["auto", "velocity", "epsilon", "x0", "score", "v"] = "auto",
                 clip: Annotated[float, Field(gt=0, le=0.1)] = DEFAULT_CLIP) -> MODEL_FIELD:
     """Read a backbone's output as a velocity on its probability path: the path recorded in its checkpoint
     unless `path` is linked (a linked path that contradicts the recorded one is an error). auto: the

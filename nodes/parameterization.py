@@ -5,6 +5,9 @@ With x = alpha x0 + beta eps (alpha, beta, alpha', beta' at time t):
     velocity = alpha' x0 + beta' eps = (alpha'/alpha) x + (beta^2 alpha'/alpha - beta beta') score
     x0, eps from velocity u:  D = alpha' beta - alpha beta' (> 0 on every path here),
                               x0 = (beta u - beta' x) / D,   eps = (alpha' x - alpha u) / D.
+    v        = alpha eps - beta x0 (Salimans & Ho's v-prediction, SD 2.x "v_prediction"); inverted with
+               S = alpha^2 + beta^2 (1 on variance-preserving paths):
+               x0 = (alpha x - beta v) / S,   eps = (beta x + alpha v) / S   (no division by alpha or beta).
 Every conversion goes through the pair (x0, eps).
 
 Singularities and the clipping used: going from epsilon or score to x0 divides by alpha (zero at
@@ -24,8 +27,8 @@ import torch
 from .broadcast import expand_time
 from .paths import GaussianPath
 
-Prediction = Literal["velocity", "epsilon", "x0", "score"]
-PREDICTIONS: tuple[str, ...] = ("velocity", "epsilon", "x0", "score")
+Prediction = Literal["velocity", "epsilon", "x0", "score", "v"]
+PREDICTIONS: tuple[str, ...] = ("velocity", "epsilon", "x0", "score", "v")
 DEFAULT_CLIP = 1e-4
 
 
@@ -47,19 +50,25 @@ def to_x0_eps(prediction: torch.Tensor, kind: str, x: torch.Tensor, t: torch.Ten
         return (x - beta * eps) / alpha.clamp_min(clip), eps
     if kind == "x0":
         return prediction, (x - alpha * prediction) / beta.clamp_min(clip)
+    if kind == "v":
+        norm = alpha * alpha + beta * beta
+        return (alpha * x - beta * prediction) / norm, (beta * x + alpha * prediction) / norm
     raise ValueError(f"unknown prediction kind {kind!r}; expected one of {PREDICTIONS}")
 
 
 def from_x0_eps(x0: torch.Tensor, eps: torch.Tensor, kind: str, x: torch.Tensor, t: torch.Tensor | float,
                 path: GaussianPath, clip: float = DEFAULT_CLIP) -> torch.Tensor:
-    """The prediction of `kind` from (x0, eps): velocity alpha' x0 + beta' eps, score -eps/beta, ..."""
+    """The prediction of `kind` from (x0, eps): velocity alpha' x0 + beta' eps, score -eps/beta,
+    v alpha eps - beta x0."""
     if kind == "x0":
         return x0
     if kind == "epsilon":
         return eps
-    _, beta, d_alpha, d_beta = _coefficients(path, x, t)
+    alpha, beta, d_alpha, d_beta = _coefficients(path, x, t)
     if kind == "velocity":
         return d_alpha * x0 + d_beta * eps
+    if kind == "v":
+        return alpha * eps - beta * x0
     if kind == "score":
         return -eps / beta.clamp_min(clip)
     raise ValueError(f"unknown prediction kind {kind!r}; expected one of {PREDICTIONS}")

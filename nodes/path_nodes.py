@@ -11,6 +11,7 @@ from nodegraph import Choice, node
 from .annotations import Unit
 from .parameterization import DEFAULT_CLIP, Prediction, convert
 from .paths import PolynomialPath, VEPath, VPPath
+from .schedules import BetaSchedule, DiscreteDDPMPath, FinalLevel, Spacing
 from .sockets import PATH, TENSOR
 
 _V1_PARAMETERS = {"beta_min": 0.1, "beta_max": 20.0, "n": 2.0, "sigma_min": 0.01, "sigma_max": 80.0}
@@ -79,3 +80,16 @@ def convert_prediction(path: PATH, prediction: TENSOR, x: TENSOR, t: Unit = 0.5,
     score = -eps/beta, velocity = alpha' x0 + beta' eps (divisions by alpha, beta use max(., clip))."""
     return convert(prediction, source, target, x, t, path, clip)
 
+
+
+@node("core/ddpm_path", category="paths", display_name="DDPM discrete schedule")
+def ddpm_path(num_train_timesteps: Annotated[int, Field(ge=2, le=100_000)] = 1000,
+              beta_start: Annotated[float, Field(gt=0, lt=1)] = 0.00085,
+              beta_end: Annotated[float, Field(gt=0, lt=1)] = 0.012,
+              beta_schedule: BetaSchedule = "scaled_linear", timestep_spacing: Spacing = "leading",
+              steps_offset: Annotated[int, Field(ge=0, le=1000)] = 1, final: FinalLevel = "first") -> PATH:
+    """A discrete DDPM schedule (SD 1.x/2.x/SDXL defaults) in continuous time: tau = (1 - t) N - 1,
+    sigma(tau) = sqrt((1 - abar)/abar) linear between levels, alpha = 1/sqrt(1 + sigma^2), beta = sigma alpha.
+    Spacing, offset and final level shape core/model_time_grid like the diffusers scheduler."""
+    return DiscreteDDPMPath(num_train_timesteps, beta_start, beta_end, beta_schedule, timestep_spacing, steps_offset,
+                            final)

@@ -10,7 +10,8 @@ from pydantic import Field
 from nodegraph import node
 
 from .paths import GaussianPath
-from .sockets import PATH, TIME_GRID
+from .schedules import RectifiedFlowPath, flow_grid, model_grid
+from .sockets import LATENT, PATH, TIME_GRID
 
 Steps = Annotated[int, Field(ge=1, le=10000)]
 Unit = Annotated[float, Field(ge=0, le=1)]
@@ -89,3 +90,39 @@ def karras_grid_node(path: PATH, steps: Steps = 30, sigma_min: Annotated[float, 
 def custom_grid_node(times: list[float] = [0.0, 0.25, 0.5, 0.75, 1.0]) -> TIME_GRID:  # noqa: B006
     """A strictly increasing list of times in [0, 1]."""
     return custom_grid(times)
+
+
+def latent_tokens(latents: torch.Tensor | None) -> int | None:
+    """Image tokens of a (B, C, H, W) latent in 2x2 patches, (H/2)(W/2): what Flux's shift depends on."""
+    if latents is None:
+        return None
+    return (latents.shape[-2] // 2) * (latents.shape[-1] // 2)
+
+
+@node("core/model_time_grid", category="solvers", display_name="Model's own time grid")
+def model_time_grid_node(path: PATH, steps: Steps = 30, latents: LATENT = None) -> TIME_GRID:
+    """The grid the model's own scheduler uses, from the path a model loader outputs. DDPM schedules
+    (SD 1.x/2.x/SDXL): the scheduler's levels tau_i, t_i = 1 - (tau_i + 1)/N, then the final level.
+    Flow matching (SD3/Flux): shifted noise levels s_i, t_i = 1 - s_i, then t = 1; a resolution-dependent
+    shift (Flux) needs `latents` linked, for their size."""
+    return model_grid(path, steps, latent_tokens(latents))
+
+
+@node("core/sd3_shift_grid", category="solvers", display_name="Flow-matching shift grid (SD3)")
+def sd3_shift_grid_node(steps: Steps = 28, shift: Annotated[float, Field(gt=0, le=100)] = 3.0) -> TIME_GRID:
+    """Noise levels s_i = linspace(1, s_min, steps) shifted by s' = shift s / (1 + (shift - 1) s), then 0,
+    as t = 1 - s' (SD3's FlowMatchEuler schedule; s_min = shift(1/1000))."""
+    return flow_grid(RectifiedFlowPath(shift=shift), steps)
+
+
+@node("core/flux_shift_grid", category="solvers", display_name="Resolution-shift grid (Flux)")
+def flux_shift_grid_node(latents: LATENT, steps: Steps = 28, base_shift: Annotated[float, Field(ge=0, le=10)] = 0.5,
+                         max_shift: Annotated[float, Field(ge=0, le=10)] = 1.15,
+                         base_tokens: Annotated[int, Field(ge=1)] = 256,
+                         max_tokens: Annotated[int, Field(ge=2)] = 4096) -> TIME_GRID:
+    """Flux's schedule: s_i = linspace(1, 1/steps, steps), s' = e^mu / (e^mu + 1/s - 1) with
+    mu = base_shift + (max_shift - base_shift)(n - base_tokens)/(max_tokens - base_tokens), n = (H/2)(W/2)
+    latent patches of `latents`; then t = 1 - s'."""
+    path = RectifiedFlowPath(dynamic=True, base_shift=base_shift, max_shift=max_shift, base_tokens=base_tokens,
+                             max_tokens=max_tokens, spacing="flux")
+    return flow_grid(path, steps, latent_tokens(latents))

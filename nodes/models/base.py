@@ -9,7 +9,7 @@ from torch import nn
 
 from ..conditioning import Condition
 
-PREDICTIONS = ("velocity", "epsilon", "x0")
+PREDICTIONS = ("velocity", "epsilon", "x0", "v")
 
 
 class Backbone(nn.Module):
@@ -17,7 +17,7 @@ class Backbone(nn.Module):
 
     Class attribute `arch`: the registered architecture name. Instance attributes: `config`, the JSON
     constructor arguments (cls(**config) rebuilds it), and `prediction`, what it outputs (velocity,
-    epsilon or x0; core/model_field converts exactly). Class-conditional backbones set `num_classes`
+    epsilon, x0 or v; core/model_field converts exactly). Class-conditional backbones set `num_classes`
     and `null_label` (= num_classes, CFG's unconditional label). Route attention through
     `nodes.api.Attention` so attention editing works on it.
     """

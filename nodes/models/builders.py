@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import torch
 from pydantic import Field
 
 from nodegraph import Context, node
 
-from ..annotations import Seed
+from ..annotations import Prediction, Seed
 from ..sockets import CLASSIFIER, DIT, MLP, UNET
 from .classifier import NoisyClassifier
 from .dit import DiT
 from .mlp import MLPBackbone
 from .unet import UNet
 
-Prediction = Literal["velocity", "epsilon", "x0"]
 Width = Annotated[int, Field(ge=4, le=1024)]
 
 

@@ -141,8 +141,23 @@ def text_encoder_loader(ctx: Context, model: Annotated[InputPath, Bundled(shippe
     return load_text_encoder(model, ctx.device)
 
 
+def warn_dropped(ctx: Context, encoder: object, prompts: list[str]) -> None:
+    """A warning event per prompt the encoder cuts at its token limit, naming the words cut (encoders
+    that can tell have `dropped(prompts) -> [(prompt, words)]`)."""
+    dropped = getattr(encoder, "dropped", None)
+    if not callable(dropped):
+        return
+    for prompt, words in dropped(prompts):
+        ctx.warn(f"prompt {prompt[:40]!r} is longer than the text encoder's limit; dropped: {words!r}")
+
+
 @node("core/text_encode", category="text", display_name="Encode text")
-def text_encode(encoder: TEXT_ENCODER, text: Annotated[str, Widget(kind="multiline")] = "") -> CONDITIONING:
-    """Prompts to a text condition: tokens (B, L, D) = last hidden states, mask (B, L), pooled (B, D) =
-    normalised masked mean. One prompt per line makes a batch; the empty prompt is the null condition."""
-    return encoder.encode(split_prompts(text))
+def text_encode(ctx: Context, encoder: TEXT_ENCODER, text: Annotated[str, Widget(kind="multiline")] = ""
+                ) -> CONDITIONING:
+    """Prompts to a text condition with the encoder's own rules (the bundled encoder: tokens = last hidden
+    states, mask, pooled = normalised masked mean; SD-family encoders: as their pipelines do). One prompt
+    per line makes a batch; the empty prompt is the null condition. Words past the encoder's limit are
+    dropped with a warning."""
+    prompts = split_prompts(text)
+    warn_dropped(ctx, encoder, prompts)
+    return encoder.encode(prompts)
