@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from nodegraph import Registry
@@ -20,3 +22,35 @@ def registry() -> Registry:
     reg = Registry()
     reg.registrar("tests").add_module(engine_nodes)
     return reg
+
+
+# Tiny random diffusers pipelines, built once per session; tests must copy a folder before changing it.
+# tiny_diffusers is imported inside each fixture so that sessions not using them never import diffusers.
+
+
+@pytest.fixture(scope="session")
+def sd15_folder(tmp_path_factory) -> Path:
+    from .tiny_diffusers import build_sd15
+
+    return build_sd15(tmp_path_factory.mktemp("sd15"))
+
+
+@pytest.fixture(scope="session")
+def sdxl_folder(tmp_path_factory) -> Path:
+    from .tiny_diffusers import build_sdxl
+
+    return build_sdxl(tmp_path_factory.mktemp("sdxl"))
+
+
+@pytest.fixture(scope="session")
+def sd3_folder(tmp_path_factory) -> Path:
+    from .tiny_diffusers import build_sd3
+
+    return build_sd3(tmp_path_factory.mktemp("sd3"))
+
+
+@pytest.fixture(scope="session")
+def flux_folder(tmp_path_factory) -> Path:
+    from .tiny_diffusers import build_flux
+
+    return build_flux(tmp_path_factory.mktemp("flux"))
