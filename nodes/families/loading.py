@@ -5,7 +5,8 @@ point at (a hub id gets a hint), the hub libraries run with HF_HUB_OFFLINE set a
 weights load only from `.safetensors` (a folder holding only pickles is refused, never unpickled) and no
 remote code runs. Before anything is allocated, the component is built on the meta device from its
 config and its parameter count compared with the elements its weight files hold: a config asking for
-more than is on disk (a 1 KB file claiming billions of parameters) is refused, and so is anything over
+more than is on disk (a 1 KB file claiming billions of parameters) is refused (1/8 slack for tied weights
+and unsaved buffers), and so is anything over
 $NODEGRAPH_MAX_PARAMETERS when that is set.
 """
 
@@ -118,7 +119,9 @@ def check_size(folder: Path, what: str, build: Callable[[], nn.Module]) -> int:
     """Build the component on the meta device and refuse it when it has more parameters than its weight
     files hold (or than $NODEGRAPH_MAX_PARAMETERS, when set); the parameter count otherwise."""
     on_disk = sum(safetensors_elements(f) for f in weight_files(folder, what))
-    limit = on_disk + 4096  # buffers (position ids and the like) that checkpoints may leave out
+    # slack for tied weights (counted once on disk, registered twice while building) and for buffers that
+    # checkpoints leave out (position ids): a config must stay the same size as its weights, not grow 1000x
+    limit = on_disk + on_disk // 8 + (1 << 20)
     if os.environ.get(MAX_PARAMETERS_ENV, "").strip():
         limit = min(limit, max_parameters())
     _module, count = build_on_meta(build, f"{str(folder)!r}", what, limit, 100_000)

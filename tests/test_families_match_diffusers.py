@@ -1,0 +1,116 @@
+"""Our shipped workflows on tiny random-weight SD 1.x, SDXL, SD3 and Flux folders give the latents that
+diffusers' own pipelines give for the same noise, steps, scheduler and guidance (to 1e-4), and every
+other solver runs on each family through the same nodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nodegraph import Session, Workflow
+
+from . import tiny_diffusers
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+PROMPT = "a photo of the red cat"
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, sd15_folder, sdxl_folder, sd3_folder, flux_folder) -> dict[str, Path]:
+    v_prediction = tiny_diffusers.build_sd15(tmp_path_factory.mktemp("sd15_v"), prediction_type="v_prediction")
+    return {"sd15": sd15_folder, "sd15_v": v_prediction, "sdxl": sdxl_folder, "sd3": sd3_folder, "flux": flux_folder}
+
+
+@pytest.fixture(scope="module")
+def session(builtin_registry, tmp_path_factory) -> Session:
+    return Session(builtin_registry, device="cpu", output_dir=tmp_path_factory.mktemp("out"),
+                   read_roots=[tmp_path_factory.getbasetemp()])
+
+
+def ours(session: Session, workflow: str, folder: Path, size: int, steps: int, **settings) -> dict:
+    """Run a shipped workflow on a tiny folder; the starting noise and the final latents."""
+    w = Workflow.load(WORKFLOWS / workflow)
+    for address, value in {"model.path": str(folder), "noise.width": size, "noise.height": size,
+                           "grid.steps": steps, "seed.seed": SEED, "prompt.text": PROMPT, **settings}.items():
+        w = w.set(address, value)
+    result = session.run(w, outputs=["solve", "noise"])
+    return {"noise": result.value("noise"), "latent": result.value("solve.latent")}
+
+
+def pipeline(cls, folder: Path, **overrides):
+    from diffusers import DDIMScheduler
+
+    pipe = cls.from_pretrained(folder, local_files_only=True, **overrides)
+    if cls.__name__ == "StableDiffusionPipeline":
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("variant", ["sd15", "sd15_v"])
+def test_sd15_workflow_equals_stable_diffusion_pipeline(session, folders, variant):
+    from diffusers import StableDiffusionPipeline
+
+    got = ours(session, "sd15_text_to_image.json", folders[variant], 16, 6, **{"cfg.scale": 5.0})
+    pipe = pipeline(StableDiffusionPipeline, folders[variant], safety_checker=None, requires_safety_checker=False)
+    want = pipe(PROMPT, height=16, width=16, num_inference_steps=6, guidance_scale=5.0,
+                generator=torch.Generator().manual_seed(SEED), output_type="latent").images
+    assert got["latent"].shape == want.shape
+    torch.testing.assert_close(got["latent"], want, atol=1e-4, rtol=1e-4)
+
+
+def test_sdxl_workflow_equals_sdxl_pipeline(session, folders):
+    from diffusers import StableDiffusionXLPipeline
+
+    size = {f"prompt.{k}": 16 for k in ("width", "height", "target_width", "target_height")}
+    size.update({f"null.{k}": 16 for k in ("width", "height", "target_width", "target_height")})
+    got = ours(session, "sdxl_text_to_image.json", folders["sdxl"], 16, 5, **size)
+    pipe = pipeline(StableDiffusionXLPipeline, folders["sdxl"])
+    want = pipe(PROMPT, height=16, width=16, num_inference_steps=5, guidance_scale=5.0,
+                generator=torch.Generator().manual_seed(SEED), output_type="latent").images
+    torch.testing.assert_close(got["latent"], want, atol=1e-4, rtol=1e-4)
+
+
+def test_sd3_workflow_equals_sd3_pipeline(session, folders):
+    from diffusers import StableDiffusion3Pipeline
+
+    got = ours(session, "sd3_text_to_image.json", folders["sd3"], 16, 5)
+    pipe = pipeline(StableDiffusion3Pipeline, folders["sd3"])
+    want = pipe(PROMPT, height=16, width=16, num_inference_steps=5, guidance_scale=7.0,
+                generator=torch.Generator().manual_seed(SEED), output_type="latent").images
+    torch.testing.assert_close(got["latent"], want, atol=1e-4, rtol=1e-4)
+
+
+def test_flux_workflow_equals_flux_pipeline(session, folders):
+    from diffusers import FluxPipeline
+
+    got = ours(session, "flux_text_to_image.json", folders["flux"], 32, 4, **{"flux_guidance.guidance": 4.0})
+    pipe = pipeline(FluxPipeline, folders["flux"])
+    packed = pipe(PROMPT, height=32, width=32, num_inference_steps=4, guidance_scale=4.0,
+                  generator=torch.Generator().manual_seed(SEED), output_type="latent").images
+    want = pipe._unpack_latents(packed, 32, 32, pipe.vae_scale_factor)
+    torch.testing.assert_close(got["latent"], want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family,workflow,size", [("sd15", "sd15_text_to_image.json", 16),
+                                                  ("sdxl", "sdxl_text_to_image.json", 16),
+                                                  ("sd3", "sd3_text_to_image.json", 16),
+                                                  ("flux", "flux_text_to_image.json", 32)])
+@pytest.mark.parametrize("method", ["euler", "heun", "rk4", "dopri5", "ddim"])
+def test_every_solver_runs_on_every_family(session, folders, family, workflow, size, method):
+    got = ours(session, workflow, folders[family], size, 3, **{"solve.method": method})
+    assert got["latent"].shape == got["noise"].shape
+    assert torch.isfinite(got["latent"]).all()
+    assert not torch.equal(got["latent"], got["noise"])
+
+
+def test_changing_the_seed_or_prompt_reuses_the_loaded_model(session, folders):
+    w = Workflow.load(WORKFLOWS / "sd15_text_to_image.json").set("model.path", str(folders["sd15"]))
+    w = w.set("noise.width", 16).set("noise.height", 16).set("grid.steps", 2)
+    session.run(w)
+    again = session.run(w.set("seed.seed", 11).set("prompt.text", "a blue dog"))
+    assert "model" in again.cached and "model" not in again.ran
+    assert {"noise", "prompt", "solve"} <= set(again.ran)
