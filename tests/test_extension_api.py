@@ -14,6 +14,8 @@ import torch
 from nodegraph import NodeFailed, Session, Workflow, validate
 from nodegraph.plugins import load_registry
 
+from .helpers import shipped_problems
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -239,7 +241,8 @@ def test_ode_solve_shows_only_options_that_apply(registry):
     assert set(registry.nodes["core/dopri5_solver"].inputs) == {"rtol", "atol", "max_steps"}
     path_inputs = registry.nodes["core/path"].schema(registry)["inputs"]
     assert set(path_inputs) == {"kind"}
-    assert path_inputs["kind"]["schema"]["enum"] == ["cond_ot", "cosine", "linear_vp", "vp", "polynomial", "ve"]
+    assert path_inputs["kind"]["schema"]["enum"] == ["cond_ot", "cosine", "linear_vp", "vp", "polynomial", "ve", "ddpm",
+                                                   "rectified_flow"]
 
 
 def test_prompt_to_prompt_with_a_non_model_field_is_rejected_by_validation(registry):
@@ -315,4 +318,4 @@ def test_a_v1_setting_that_v2_cannot_express_names_the_replacement(registry):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "workflows").glob("*.json")))
 def test_every_shipped_workflow_loads_and_migrates(registry, name):
-    assert validate(Workflow.load(ROOT / "workflows" / name), registry) == []
+    assert shipped_problems(Workflow.load(ROOT / "workflows" / name), registry) == []

@@ -139,7 +139,8 @@ def test_conversions_agree_with_the_truth_from_z_and_eps(path):
     t = torch.rand(32, generator=gen, dtype=torch.float64) * 0.9 + 0.05
     x = path.sample(z, eps, t)
     tt = t[:, None]
-    truth = {"x0": z, "epsilon": eps, "velocity": path.target_velocity(z, eps, t), "score": -eps / path.beta(tt)}
+    truth = {"x0": z, "epsilon": eps, "velocity": path.target_velocity(z, eps, t), "score": -eps / path.beta(tt),
+             "v": path.alpha(tt) * eps - path.beta(tt) * z}
     for source in PREDICTIONS:
         for target in PREDICTIONS:
             torch.testing.assert_close(convert(truth[source], source, target, x, t, path), truth[target])

@@ -5,7 +5,7 @@ import socket
 import pytest
 import torch
 
-from nodegraph import Session
+from nodegraph import Context, Session
 from nodegraph.cache import size_of
 from nodes.text.encoder import load_text_encoder, split_prompts, text_encode
 
@@ -44,7 +44,7 @@ def test_similar_prompts_are_closer_than_dissimilar(encoder):
 def test_batch_of_prompts_from_lines_matches_single_encodings(encoder):
     lines = "a red circle\n\n  a large blue square on a black background  \n"
     assert split_prompts(lines) == ["a red circle", "a large blue square on a black background"]
-    batch = text_encode.node_type.fn(encoder, lines)
+    batch = text_encode.node_type.fn(Context("t", "core/text_encode"), encoder, lines)
     assert batch.tokens.shape[0] == 2 and batch.prompts == tuple(split_prompts(lines))
     assert batch.mask[0].sum() < batch.mask[1].sum()  # the shorter prompt is padded and masked
     single = encoder.encode(["a red circle"])
@@ -54,7 +54,7 @@ def test_batch_of_prompts_from_lines_matches_single_encodings(encoder):
 
 
 def test_empty_prompt_is_a_real_null_condition(encoder):
-    null = text_encode.node_type.fn(encoder, "")
+    null = text_encode.node_type.fn(Context("t", "core/text_encode"), encoder, "")
     assert null.prompts == ("",) and null.tokens.shape[0] == 1
     assert int(null.mask.sum()) == 2  # just the [CLS] and [SEP] tokens
     other = encoder.encode(["a red circle"])
