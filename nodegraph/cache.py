@@ -110,6 +110,12 @@ class LRUCache:
         self.hits += 1
         return entry[0]
 
+    def discard(self, key: bytes) -> None:
+        """Forget an entry (its memory released) without calling `on_evict`."""
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._release(entry[1])
+
     def touch(self, key: bytes) -> None:
         """Mark an entry as recently used without counting a hit (an upstream of a hit)."""
         if key in self._entries:

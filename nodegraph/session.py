@@ -26,6 +26,7 @@ from .context import Cancelled, CancelToken, Context
 from .events import Event, Subscriber
 from .fingerprint import fingerprint
 from .node import InputValueError
+from .offload import OffloadingCache
 from .plugins import default_registry
 from .registry import Registry
 from .validate import Plan, compile_workflow
@@ -281,7 +282,7 @@ class Session:
     def __init__(self, registry: Registry | None = None, *, device: str | None = None, dtype: str = "float32",
                  cache_bytes: int = 4 << 30, output_dir: str | os.PathLike = "outputs",
                  check_finite: bool = True, read_roots: Iterable[str | os.PathLike] | None = None,
-                 input_roots: Iterable[str | os.PathLike] | None = None) -> None:
+                 input_roots: Iterable[str | os.PathLike] | None = None, host_cache_bytes: int = 16 << 30) -> None:
         self.registry = registry if registry is not None else default_registry()
         self.device = resolve_device(device)
         self.dtype = dtype
@@ -293,7 +294,10 @@ class Session:
         self.paths = PathPolicy.build(self.output_dir, read_roots if read_roots is not None else input_roots,
                                       self.registry)
         remove_stale_temps(self.output_dir)  # leftovers of writes killed in an earlier process
-        self.cache = LRUCache(cache_bytes)
+        # On an accelerator the budget is device memory, and what it evicts waits in host memory
+        # (nodegraph.offload) instead of being loaded again from disk.
+        self.cache = (LRUCache(cache_bytes) if self.device == "cpu"
+                      else OffloadingCache(cache_bytes, host_cache_bytes, self.device))
         self.subscribers: list[Subscriber] = []
         self._token = CancelToken()
         self._lock = threading.Lock()

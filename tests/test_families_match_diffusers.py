@@ -114,3 +114,12 @@ def test_changing_the_seed_or_prompt_reuses_the_loaded_model(session, folders):
     again = session.run(w.set("seed.seed", 11).set("prompt.text", "a blue dog"))
     assert "model" in again.cached and "model" not in again.ran
     assert {"noise", "prompt", "solve"} <= set(again.ran)
+
+
+def test_sequential_offload_gives_the_same_latents(session, folders):
+    plain = ours(session, "sd15_text_to_image.json", folders["sd15"], 16, 3)
+    offloaded = ours(session, "sd15_text_to_image.json", folders["sd15"], 16, 3, **{"model.offload": "sequential"})
+    model = session.run(Workflow.load(WORKFLOWS / "sd15_text_to_image.json").set("model.path", str(folders["sd15"]))
+                        .set("model.offload", "sequential"), outputs=["model"]).value("model.backbone")
+    assert next(model.model.parameters()).device.type == "meta"  # weights live in the hooks' CPU copy
+    torch.testing.assert_close(offloaded["latent"], plain["latent"], atol=1e-6, rtol=1e-6)

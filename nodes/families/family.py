@@ -157,8 +157,22 @@ def pretrained(backbone: Backbone, path: GaussianPath, family: str, source: str)
                                                      settings={"family": family, "source": source}))
 
 
-def load_pipeline(value: str, families: Mapping[str, ModelFamily], dtype: torch.dtype, device: str) -> Pipeline:
-    """Load a diffusers pipeline folder as our parts; errors name the file before anything heavy loads."""
+def sequential_offload(wrapper: nn.Module, device: str) -> nn.Module:
+    """Keep the wrapper's weights in CPU memory and move each layer to `device` only while it runs
+    (accelerate's hooks): the smallest GPU footprint, at the cost of a transfer per layer and step."""
+    from accelerate import cpu_offload
+
+    for model in wrapper.children():
+        cpu_offload(model, execution_device=torch.device(device))
+    wrapper.execution_device = device
+    return wrapper
+
+
+def load_pipeline(value: str, families: Mapping[str, ModelFamily], dtype: torch.dtype, device: str,
+                  offload: bool = False) -> Pipeline:
+    """Load a diffusers pipeline folder as our parts; errors name the file before anything heavy loads.
+    `offload`: load to the CPU and run layer by layer on `device` (`sequential_offload`)."""
+    target, device = device, ("cpu" if offload else device)
     folder = local_folder(value, "model path")
     index = read_index(folder)
     family = family_for(index, families, f"{str(folder)!r}")
@@ -172,4 +186,7 @@ def load_pipeline(value: str, families: Mapping[str, ModelFamily], dtype: torch.
     backbone = pretrained(family.make_backbone(denoiser, path, prediction), path, family.name, str(folder))
     vae = DiffusersVAE(load_part(folder, index, "vae", dtype, device))
     parts = {part: load_part(folder, index, part, dtype, device) for part in family.text_parts}
-    return Pipeline(family, backbone, vae, family.make_encoder(parts, index), path)
+    encoder = family.make_encoder(parts, index)
+    if offload:
+        backbone, vae, encoder = (sequential_offload(m, target) for m in (backbone, vae, encoder))
+    return Pipeline(family, backbone, vae, encoder, path)

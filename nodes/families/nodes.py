@@ -38,12 +38,13 @@ class PipelineParts(NamedTuple):
 
 @node("core/load_pipeline", category="models", display_name="Load model (diffusers folder)")
 def load_pipeline(ctx: Context, path: Annotated[ModelPath, Field(description=MODEL_PATH_HELP)],
-                  dtype: DType = "float32") -> PipelineParts:
+                  dtype: DType = "float32", offload: Literal["none", "sequential"] = "none") -> PipelineParts:
     """Load an SD 1.x/2.x, SDXL, SD3 or Flux pipeline folder offline: the denoiser as a BACKBONE (its
     prediction kind and probability path recorded, so core/model_field needs nothing else), the VAE, the
     family's text encoder(s) and the PATH of its scheduler (DDPM schedule or rectified flow). Loaded once
-    and cached: changing a prompt or a seed does not reload it."""
-    parts = load_pipeline_folder(path, _families(ctx), DTYPES[dtype], ctx.device)
+    and cached: changing a prompt or a seed does not reload it. offload "sequential": weights stay in CPU
+    memory and each layer visits the GPU only while it runs (for GPUs too small for the model)."""
+    parts = load_pipeline_folder(path, _families(ctx), DTYPES[dtype], ctx.device, offload == "sequential")
     return PipelineParts(parts.backbone, parts.vae, parts.text_encoder, parts.path)
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..conditioning import Condition
+from ..models.base import execution_device
 
 
 class PaddedTokenizer:
@@ -55,7 +56,7 @@ class FamilyTextEncoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return execution_device(self)
 
     def dropped(self, prompts: Sequence[str]) -> list[tuple[str, str]]:
         """(prompt, the words cut) for each prompt some tokenizer truncates (longest cut per prompt)."""

@@ -28,3 +28,10 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """Where a module computes: its `execution_device` when its weights are offloaded (they then live on
+    the CPU or the meta device between calls), else the device of its first parameter."""
+    device = getattr(module, "execution_device", None)
+    return torch.device(device) if device is not None else next(module.parameters()).device

@@ -8,6 +8,7 @@ from typing import Annotated
 from nodegraph import Bundled, Context, InputPath, node
 
 from ..sockets import IMAGE, LATENT, VAE
+from .base import execution_device
 from .checkpoint import WEIGHTS_DIR, load_model
 
 BUNDLED = {"shapes": WEIGHTS_DIR / "shapes_vae.safetensors"}
@@ -31,10 +32,10 @@ def vae_loader(ctx: Context, weights: Annotated[InputPath, Bundled(BUNDLED.get)]
 @node("core/vae_encode", category="models", display_name="VAE encode")
 def vae_encode(vae: VAE, images: IMAGE) -> LATENT:
     """Images in [0, 1] to latents: scaling_factor * mu(2 x - 1), the posterior mean scaled to unit std."""
-    return vae.images_to_latents(images.to(next(vae.parameters()).device))
+    return vae.images_to_latents(images.to(execution_device(vae)))
 
 
 @node("core/vae_decode", category="models", display_name="VAE decode")
 def vae_decode(vae: VAE, latents: LATENT) -> IMAGE:
     """Latents to images in [0, 1]: (decode(z / scaling_factor) + 1) / 2, clamped."""
-    return vae.latents_to_images(latents.to(next(vae.parameters()).device))
+    return vae.latents_to_images(latents.to(execution_device(vae)))
