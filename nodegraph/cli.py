@@ -99,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeat", type=_positive, default=1, help="run N times in one session (cache reused)")
     run.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
                      help="run once per value (several --sweep: every combination), one cache for all")
-    run.add_argument("--cache-mb", type=_positive, default=4096, help="output cache budget in MiB")
+    run.add_argument("--cache-mb", type=_positive, default=4096,
+                     help="output cache budget in MiB (device memory on a GPU)")
+    run.add_argument("--host-cache-mb", type=_positive, default=16384,
+                     help="on a GPU: host memory in MiB for what the device cache evicts (moved, not dropped)")
     run.add_argument("--threads", type=_positive, metavar="N",
                      help="CPU threads for torch (1 avoids oversubscription when other jobs share the cores)")
 
@@ -211,7 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     session = Session(registry, device=args.device, cache_bytes=args.cache_mb << 20, output_dir=args.out,
-                      read_roots=_read_roots(args))
+                      read_roots=_read_roots(args), host_cache_bytes=args.host_cache_mb << 20)
     plan = session.compile(workflow)
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else None
     unknown = [o for o in outputs or [] if o not in workflow.nodes]
