@@ -123,3 +123,41 @@ def test_sequential_offload_gives_the_same_latents(session, folders):
                         .set("model.offload", "sequential"), outputs=["model"]).value("model.backbone")
     assert next(model.model.parameters()).device.type == "meta"  # weights live in the hooks' CPU copy
     torch.testing.assert_close(offloaded["latent"], plain["latent"], atol=1e-6, rtol=1e-6)
+
+
+def test_classifier_guidance_runs_on_a_pretrained_model_through_the_same_nodes(session, folders):
+    """A (random) noisy classifier on the SD latent space steers the SD field: the guided result
+    differs from the unguided one and stays finite; scale 0 is the unguided field exactly."""
+    w = Workflow.load(WORKFLOWS / "sd15_text_to_image.json").set("model.path", str(folders["sd15"]))
+    w = w.set("noise.width", 16).set("noise.height", 16).set("grid.steps", 3)
+    data = w.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["nodes"]["classifier"] = {"type": "core/noisy_classifier",
+                                   "inputs": {"image_size": 8, "in_channels": 4, "channels": 8,
+                                              "channel_mults": [1], "num_classes": 3, "seed": 0}}
+    data["nodes"]["steer"] = {"type": "core/classifier_guidance",
+                              "inputs": {"field": {"from": "cfg", "output": "vector_field"},
+                                         "classifier": {"from": "classifier", "output": "classifier"},
+                                         "label": 1, "scale": 2.0}}
+    data["nodes"]["solve"]["inputs"]["field"] = {"from": "steer", "output": "vector_field"}
+    guided = Workflow.model_validate(data)
+    plain = session.run(w, outputs=["solve"]).value("solve.latent")
+    steered = session.run(guided, outputs=["solve"]).value("solve.latent")
+    assert torch.isfinite(steered).all() and not torch.allclose(steered, plain, atol=1e-4)
+    off = session.run(guided.set("steer.scale", 0.0), outputs=["solve"]).value("solve.latent")
+    torch.testing.assert_close(off, plain)
+
+
+def test_vae_nodes_equal_the_pipelines_decode_and_encode(session, folders):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = pipeline(StableDiffusionPipeline, folders["sd15"], safety_checker=None, requires_safety_checker=False)
+    vae = session.run(Workflow.load(WORKFLOWS / "sd15_text_to_image.json").set("model.path", str(folders["sd15"])),
+                      outputs=["model"]).value("model.vae")
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        images = vae.latents_to_images(latents)
+        torch.testing.assert_close(images, ((want + 1) / 2).clamp(0, 1), atol=1e-5, rtol=1e-5)
+        encoded = vae.images_to_latents(images)
+        mean = pipe.vae.encode(images * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
+    torch.testing.assert_close(encoded, mean, atol=1e-5, rtol=1e-5)
