@@ -19,6 +19,7 @@ error; only a real Ctrl+C (SIGINT received while loading) still stops the progra
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import math
@@ -179,9 +180,29 @@ def _check_api_version(plugin: Any, name: str) -> None:
         )
 
 
+DIR_PLUGINS_PACKAGE = "nodegraph_dir_plugins"
+"""The private package folder plugins are imported under (`nodegraph_dir_plugins.<name>`)."""
+
+
+def _dir_plugins_package() -> None:
+    """Put the private parent package in sys.modules. Relative imports need it: `from . import x`
+    makes Python import `nodegraph_dir_plugins.<name>.x` and then look up its top-level package.
+    It has no folder of its own (empty __path__), so nothing else can be imported through it."""
+    if DIR_PLUGINS_PACKAGE not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(DIR_PLUGINS_PACKAGE, None, is_package=True)
+        sys.modules[DIR_PLUGINS_PACKAGE] = importlib.util.module_from_spec(spec)
+
+
+def _forget_module(name: str) -> None:
+    """Drop `name` and its submodules from sys.modules, so a reload cannot pick up stale submodules
+    (another folder's plugin of the same name, or an edited file)."""
+    for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        del sys.modules[loaded]
+
+
 def _import_path(path: Path) -> ModuleType:
-    """Import a plugin file or package folder under a private module name."""
-    module_name = f"nodegraph_dir_plugins.{path.stem}"
+    """Import a plugin file or package folder (relative imports included) under a private module name."""
+    module_name = f"{DIR_PLUGINS_PACKAGE}.{path.stem}"
     if path.is_dir():
         spec = importlib.util.spec_from_file_location(
             module_name, path / "__init__.py", submodule_search_locations=[str(path)])
@@ -189,12 +210,14 @@ def _import_path(path: Path) -> ModuleType:
         spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
+    _dir_plugins_package()
+    _forget_module(module_name)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        sys.modules.pop(module_name, None)
+        _forget_module(module_name)
         raise
     return module
 
