@@ -8,16 +8,22 @@ Each plugin's hooks run on their own: one that fails to import, declares an inco
 version or raises while registering is reported with its error and its partial registrations are
 undone; every other plugin still loads.
 
-A plugin cannot stall or end the host either. Its import runs in a daemon thread with a time budget
-($NODEGRAPH_PLUGIN_IMPORT_TIMEOUT seconds, default 10): past it the plugin is reported ("took longer
-than N s to import; skipped") and never registered, even if its import finishes later (Python cannot
-stop a thread, so it is left to finish or hang in the background). Any BaseException a plugin raises
-on import or in a hook (SystemExit, KeyboardInterrupt, GeneratorExit...) is reported like any other
-error; only a real Ctrl+C (SIGINT received while loading) still stops the program.
+A plugin cannot stall or end the host either. Its import, and then each of its registration hooks,
+runs in a daemon thread with a time budget ($NODEGRAPH_PLUGIN_IMPORT_TIMEOUT seconds, default 10,
+for each): past it the plugin is reported ("took longer than N s to import; skipped", "... to run
+nodegraph_register_nodes; skipped") and never registered, even if its code finishes later (Python
+cannot stop a thread, so it is left to finish or hang in the background). A hook registers through
+a `PluginRegistrar` that is closed when the hook returns or overruns, before its partial
+registrations are rolled back, so a late registration is refused instead of landing in the registry.
+Hooks run one at a time; only the built-in library (trusted, and importing torch) runs in the
+caller's thread with no budget. Any BaseException a plugin raises on import or in a hook
+(SystemExit, KeyboardInterrupt, GeneratorExit...) is reported like any other error; only a real
+Ctrl+C (SIGINT received while loading) still stops the program.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.machinery
 import importlib.metadata
@@ -48,8 +54,9 @@ OWN_DISTRIBUTION = "nodegraph"
 PLUGINS_ENV = "NODEGRAPH_PLUGINS"
 IMPORT_TIMEOUT_ENV = "NODEGRAPH_PLUGIN_IMPORT_TIMEOUT"
 DEFAULT_IMPORT_TIMEOUT = 10.0
-"""Seconds a plugin may take to import; generous for a plugin importing heavy libraries of its own
-(torch itself is already imported by the built-in library, which loads first and has no budget)."""
+"""Seconds a plugin may take to import, and then to run each registration hook; generous for a
+plugin importing heavy libraries of its own (torch itself is already imported by the built-in
+library, which loads first and has no budget)."""
 
 
 def import_timeout() -> float:
@@ -105,34 +112,36 @@ def _short_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}{where}"
 
 
-class ImportTimeout(Exception):
-    """A plugin's import ran past its budget (it may still finish in the background; it is not registered)."""
+class PluginTimeout(Exception):
+    """A plugin's import or registration hook ran past its budget (it may still finish in the
+    background; it is not registered)."""
 
 
-def _import_with_budget(load: Callable[[], Any], budget: float, name: str) -> Any:
-    """Run `load()` in a daemon thread and wait at most `budget` seconds for it.
+def _call_with_budget(call: Callable[[], Any], budget: float, thread_name: str, doing: str) -> Any:
+    """Run `call()` in a daemon thread and wait at most `budget` seconds for it.
 
     What the plugin raises (any BaseException) is re-raised here, in the caller's thread, so the caller
-    reports it. A thread, not the caller, runs the import so that a plugin that sleeps or blocks cannot
-    hold the caller past the budget; a daemon thread, so that it cannot keep the process alive at exit.
+    reports it. A thread, not the caller, runs the plugin's code so that a plugin that sleeps or blocks
+    cannot hold the caller past the budget; a daemon thread, so that it cannot keep the process alive
+    at exit. `doing` completes the message "took longer than N s to ...".
     """
     outcome: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            outcome["value"] = load()
+            outcome["value"] = call()
         except BaseException as err:  # noqa: BLE001 - handed to the caller, which contains it
             outcome["error"] = err
 
-    thread = threading.Thread(target=run, name=f"nodegraph-plugin-import:{name}", daemon=True)
+    thread = threading.Thread(target=run, name=thread_name, daemon=True)
     thread.start()
     thread.join(budget)
     if thread.is_alive():
-        raise ImportTimeout(f"took longer than {budget:g} s to import; skipped "
+        raise PluginTimeout(f"took longer than {budget:g} s to {doing}; skipped "
                             f"(${IMPORT_TIMEOUT_ENV} sets the budget)")
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["value"]
+    return outcome.get("value")
 
 
 class _UserInterrupts:
@@ -251,6 +260,7 @@ class PluginLoader:
         self.pm.add_hookspecs(NodegraphSpec)
         self.report = PluginReport()
         self._info: dict[str, PluginInfo] = {}
+        # seconds for a plugin's import and for each of its registration hooks (the name predates the latter)
         self.import_budget = import_timeout() if import_budget is None else import_budget
         self._interrupts = _UserInterrupts()
 
@@ -271,13 +281,14 @@ class PluginLoader:
             return
         try:
             # the built-in library is trusted and imports torch: no thread, no budget
-            plugin = load() if name == CORE_PLUGIN else _import_with_budget(load, self.import_budget, name)
+            plugin = load() if name == CORE_PLUGIN else _call_with_budget(
+                load, self.import_budget, f"nodegraph-plugin-import:{name}", "import")
             _check_api_version(plugin, name)
             info.version = info.version or str(getattr(plugin, "__version__", ""))
             self.pm.register(plugin, name=name)
         except BaseException as err:  # noqa: BLE001 - a broken plugin must never stop the app
             self._interrupts.reraise_if_user(err)
-            info.error = str(err) if isinstance(err, ImportTimeout) else _short_error(err)
+            info.error = str(err) if isinstance(err, PluginTimeout) else _short_error(err)
             return
         self._info[name] = info
 
@@ -310,17 +321,26 @@ class PluginLoader:
         impls = getattr(self.pm.hook, hook_name).get_hookimpls()
         impls.sort(key=lambda impl: impl.plugin_name != CORE_PLUGIN)
         for impl in impls:
-            info = self._info.get(impl.plugin_name)
+            name = impl.plugin_name
+            info = self._info.get(name)
             if info is None or info.error:
                 continue
+            registrar = registry.registrar(name)
             try:
-                impl.function(registry=registry.registrar(impl.plugin_name))
+                if name == CORE_PLUGIN:  # trusted, and imports its modules here: no thread, no budget
+                    impl.function(registry=registrar)
+                else:
+                    _call_with_budget(functools.partial(impl.function, registry=registrar), self.import_budget,
+                                      f"nodegraph-plugin-register:{name}", f"run {hook_name}")
             except BaseException as err:  # noqa: BLE001 - SystemExit & co. from a plugin are its errors too
+                registrar.close()  # before the rollback: a hook still running cannot register after it
                 self._interrupts.reraise_if_user(err)
-                registry.remove_plugin(impl.plugin_name)
-                info.error = _short_error(err)
-                if impl.plugin_name == CORE_PLUGIN:
+                registry.remove_plugin(name)
+                info.error = str(err) if isinstance(err, PluginTimeout) else _short_error(err)
+                if name == CORE_PLUGIN:
                     raise
+            finally:
+                registrar.close()
 
     def load(self, registry: Registry | None = None) -> Registry:
         registry = registry or Registry()
