@@ -1,8 +1,8 @@
 """The `nodegraph` command: run, validate, nodes, plugins, plugin new, ui.
 
 Exit codes: 0 ok, 1 a node failed (or the run was cancelled), 2 invalid input (workflow, --set,
-device, arguments). User mistakes print one line on stderr, never a traceback; `--debug` adds the
-traceback of a node failure (or of an unexpected error).
+device, arguments, a NODEGRAPH_* environment variable). User mistakes print one line on stderr,
+never a traceback; `--debug` adds the traceback of a node failure (or of an unexpected error).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .events import Event
 from .plugins import PluginReport, load_registry
 from .registry import Registry
 from .session import DeviceError, NodeFailed, RunCancelled, Session
+from .settings import SettingError, check_settings
 from .validate import WorkflowInvalid, validate
 from .workflow import Workflow, WorkflowFormatError, parse_cli_value
 
@@ -128,8 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registry(args: argparse.Namespace) -> tuple[Registry, PluginReport]:
+    """Plugins loaded, then every environment setting they read checked (SettingError: exit 2)."""
     only = [p.strip() for p in args.only_plugins.split(",") if p.strip()] if args.only_plugins else None
-    return load_registry(args.plugins_dir, disabled=args.disable_plugin, only=only)
+    registry, report = load_registry(args.plugins_dir, disabled=args.disable_plugin, only=only)
+    check_settings(registry)
+    return registry, report
 
 
 def _report_plugin_failures(report: PluginReport, stream: TextIO) -> None:
@@ -354,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     try:
         code = COMMANDS[args.command](args)
-    except (WorkflowFormatError, WorkflowInvalid, UsageError, DeviceError) as err:
+    except (WorkflowFormatError, WorkflowInvalid, UsageError, DeviceError, SettingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
     except RecursionError:

@@ -28,7 +28,6 @@ import importlib
 import importlib.machinery
 import importlib.metadata
 import importlib.util
-import math
 import os
 import signal
 import sys
@@ -45,6 +44,7 @@ import pluggy
 
 from .hooks import PROJECT, NodegraphSpec
 from .registry import CORE_PLUGIN, Registry
+from .settings import positive_env_number
 
 API_VERSION = 1
 """The plugin API version this nodegraph provides. Plugins may declare `NODEGRAPH_API_VERSION`."""
@@ -60,17 +60,9 @@ library, which loads first and has no budget)."""
 
 
 def import_timeout() -> float:
-    """The import budget in force: $NODEGRAPH_PLUGIN_IMPORT_TIMEOUT (read now) or DEFAULT_IMPORT_TIMEOUT."""
-    raw = os.environ.get(IMPORT_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_IMPORT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"${IMPORT_TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
-    return value
+    """The budget in force: $NODEGRAPH_PLUGIN_IMPORT_TIMEOUT (read now) or DEFAULT_IMPORT_TIMEOUT;
+    SettingError (a ValueError) when it is not a positive number."""
+    return positive_env_number(IMPORT_TIMEOUT_ENV, DEFAULT_IMPORT_TIMEOUT, "seconds")
 
 
 @dataclass

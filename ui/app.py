@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from nodegraph import NodeFailed, RunCancelled, Session, Workflow, WorkflowFormatError, atomic_write_bytes
+from nodegraph.settings import check_settings
 
 from .api import MAX_UPLOAD_BYTES, build_router
 from .guard import GuardConfig, install_guard, new_token
@@ -162,6 +163,7 @@ def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
     from nodegraph.plugins import load_registry
 
     registry, report = load_registry(plugin_dirs or [])
+    check_settings(registry)  # a bad NODEGRAPH_* value stops the start, not a run much later
     for failure in report.failures:
         print(f"warning: plugin {failure.name} failed to load: {failure.error}", file=sys.stderr)
     initial = None
