@@ -156,8 +156,11 @@ def start_url(host: str, port: int, config: GuardConfig) -> str:
 
 def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
          plugin_dirs: list[str] | None = None, token: str | None = None,
-         allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None) -> None:
-    """Start the editor and block until interrupted (`nodegraph ui`, `python -m ui`)."""
+         allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None,
+         read_roots: list[str] | None = None) -> None:
+    """Start the editor and block until interrupted (`nodegraph ui`, `python -m ui`).
+
+    Nodes may read the working folder, `read_roots` and $NODEGRAPH_READ_ROOTS; they write to ./outputs."""
     import uvicorn
 
     from nodegraph.plugins import load_registry
@@ -180,7 +183,7 @@ def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
         if host in ("0.0.0.0", "::") and config.hosts == {"127.0.0.1", "localhost", "::1"}:
             print("note: only loopback Host names are accepted; pass --allowed-host NAME (or "
                   "NODEGRAPH_ALLOWED_HOSTS) for the name other machines use", file=sys.stderr)
-    root = Path.cwd()
-    blocks = build_app(Session(registry, output_dir="outputs", input_roots=[root]), initial=initial)
+    session = Session(registry, output_dir="outputs", read_roots=[Path.cwd(), *(read_roots or [])])
+    blocks = build_app(session, initial=initial)
     print(f"nodegraph editor on {start_url(host, port, config)}", file=sys.stderr, flush=True)
     uvicorn.run(create_server(blocks, config), host=host, port=port, log_level="warning")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodegraph import Event, NodeFailed, RunCancelled, Session, Workflow, WorkflowInvalid
-from nodegraph.validate import Plan, Problem, compile_workflow
+from nodegraph.validate import Plan, Problem
 
 MAX_EVENTS = 20_000
 """Events kept per run; beyond it, progress events are dropped (the last one per node still shows)."""
@@ -70,8 +70,9 @@ def display_targets(plan: Plan) -> list[str]:
 
 
 def problems_of(workflow: Workflow, session: Session) -> list[Problem]:
+    """Every problem of `workflow`, its paths checked against the session's own roots."""
     try:
-        compile_workflow(workflow, session.registry)
+        session.compile(workflow)
     except WorkflowInvalid as err:
         return err.problems
     return []
