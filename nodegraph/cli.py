@@ -142,10 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _only_plugins(args: argparse.Namespace) -> list[str] | None:
+    return [p.strip() for p in args.only_plugins.split(",") if p.strip()] if args.only_plugins else None
+
+
 def _registry(args: argparse.Namespace) -> tuple[Registry, PluginReport]:
     """Plugins loaded, then every environment setting they read checked (SettingError: exit 2)."""
-    only = [p.strip() for p in args.only_plugins.split(",") if p.strip()] if args.only_plugins else None
-    registry, report = load_registry(args.plugins_dir, disabled=args.disable_plugin, only=only)
+    registry, report = load_registry(args.plugins_dir, disabled=args.disable_plugin, only=_only_plugins(args))
     check_settings(registry)
     return registry, report
 
@@ -364,7 +367,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Start the app "ui" (`ui.app.main`) with every option given here; it blocks until interrupted."""
     find_app("ui")(args.workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir, token=args.token,
                    allowed_hosts=args.allowed_hosts, allowed_origins=args.allowed_origins,
-                   read_roots=args.read_root)
+                   read_roots=args.read_root, disabled_plugins=args.disable_plugin,
+                   only_plugins=_only_plugins(args))
     return EXIT_OK
 
 

@@ -41,13 +41,15 @@ def test_every_ui_option_is_passed_to_the_app(monkeypatch):
     monkeypatch.setattr(cli, "find_app", lambda name: lambda *args, **kwargs: received.append((name, args, kwargs)))
     argv = ["ui", "wf.json", "--host", "0.0.0.0", "--port", "8123", "--token", TOKEN,
             "--allowed-host", "a.example", "--allowed-host", "b.example", "--allowed-origin", "https://c.example",
-            "--read-root", "/data/one", "--read-root", "/data/two", "--plugins-dir", "mine"]
+            "--read-root", "/data/one", "--read-root", "/data/two", "--plugins-dir", "mine",
+            "--disable-plugin", "noisy", "--only-plugins", "mine, other"]
     assert cli.main(argv) == 0
     [(name, args, kwargs)] = received
     assert name == "ui" and args == ("wf.json",)
     assert kwargs == {"host": "0.0.0.0", "port": 8123, "plugin_dirs": ["mine"], "token": TOKEN,
                       "allowed_hosts": ["a.example", "b.example"], "allowed_origins": ["https://c.example"],
-                      "read_roots": ["/data/one", "/data/two"]}
+                      "read_roots": ["/data/one", "/data/two"], "disabled_plugins": ["noisy"],
+                      "only_plugins": ["mine", "other"]}
     monkeypatch.undo()
     assert cli.find_app("ui") is ui.app.main
     inspect.signature(ui.app.main).bind(*args, **kwargs)  # the real app accepts every option passed
@@ -57,20 +59,38 @@ def load_image(path: str) -> bytes:
     return json.dumps({"nodes": {"load": {"type": "core/load_image", "inputs": {"path": path}}}}).encode()
 
 
-def test_the_editor_applies_token_hosts_origins_and_read_roots(served, tmp_path, capsys):
-    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
-    for folder in (data, elsewhere):
+PLUGIN = """
+from nodegraph import hookimpl, node
+
+@node("{name}/echo", category="test")
+def echo(text: str = "") -> str:
+    return text
+
+@hookimpl
+def nodegraph_register_nodes(registry):
+    registry.add_node(echo)
+"""
+
+
+def test_the_editor_applies_token_hosts_origins_read_roots_and_plugin_choice(served, tmp_path, capsys):
+    data, elsewhere, plugins = tmp_path / "data", tmp_path / "elsewhere", tmp_path / "plugins"
+    for folder in (data, elsewhere, plugins):
         folder.mkdir()
         (folder / "x.png").write_bytes(b"not read by validation")
+    for name in ("kept", "dropped"):
+        (plugins / f"{name}.py").write_text(PLUGIN.replace("{name}", name))
     assert cli.main(["ui", "--port", "8123", "--token", TOKEN, "--allowed-host", "ui.example",
-                     "--allowed-origin", "https://editor.example", "--read-root", str(data)]) == 0
+                     "--allowed-origin", "https://editor.example", "--read-root", str(data),
+                     "--plugins-dir", str(plugins), "--disable-plugin", "dropped"]) == 0
     [call] = served
     assert (call["host"], call["port"]) == ("127.0.0.1", 8123)
     assert f"http://127.0.0.1:8123/?token={TOKEN}" in capsys.readouterr().err
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with TestClient(call["app"], base_url="http://ui.example:8123") as client:
         assert client.get("/api/nodes").status_code == 401
-        assert client.get("/api/nodes", headers=auth).status_code == 200
+        nodes = client.get("/api/nodes", headers=auth)
+        assert nodes.status_code == 200
+        assert "kept/echo" in nodes.json()["nodes"] and "dropped/echo" not in nodes.json()["nodes"]
         assert client.get("/api/nodes", headers={**auth, "Host": "evil.example"}).status_code == 403
 
         def validate(path, origin: str = "https://editor.example"):

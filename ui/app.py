@@ -157,15 +157,17 @@ def start_url(host: str, port: int, config: GuardConfig) -> str:
 def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
          plugin_dirs: list[str] | None = None, token: str | None = None,
          allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None,
-         read_roots: list[str] | None = None) -> None:
+         read_roots: list[str] | None = None, disabled_plugins: list[str] | None = None,
+         only_plugins: list[str] | None = None) -> None:
     """Start the editor and block until interrupted (`nodegraph ui`, `python -m ui`).
 
-    Nodes may read the working folder, `read_roots` and $NODEGRAPH_READ_ROOTS; they write to ./outputs."""
+    Nodes may read the working folder, `read_roots` and $NODEGRAPH_READ_ROOTS; they write to ./outputs.
+    `disabled_plugins` / `only_plugins` select plugins as `nodegraph run` does (built-ins always load)."""
     import uvicorn
 
     from nodegraph.plugins import load_registry
 
-    registry, report = load_registry(plugin_dirs or [])
+    registry, report = load_registry(plugin_dirs or [], disabled=disabled_plugins or (), only=only_plugins)
     check_settings(registry)  # a bad NODEGRAPH_* value stops the start, not a run much later
     for failure in report.failures:
         print(f"warning: plugin {failure.name} failed to load: {failure.error}", file=sys.stderr)
