@@ -223,3 +223,18 @@ def test_deeply_nested_metadata_is_a_clear_error(tmp_path):
     save_file({"w": torch.zeros(1)}, str(path), metadata={"nodegraph": "[" * 100_000 + "]" * 100_000})
     with pytest.raises(CheckpointError, match="metadata is not valid JSON"):
         load_model(path)
+
+
+def test_the_loader_node_casts_only_when_its_allow_cast_input_asks(builtin_registry, tmp_path):
+    from nodegraph import NodeFailed, Session, Workflow
+
+    good = save_model(MLPBackbone(dim=2, hidden=8, depth=1), tmp_path / "good.safetensors")
+    odd = tmp_path / "odd.safetensors"
+    _recast(good, odd, "inp.weight", torch.float64)
+    workflow = Workflow.model_validate({"format": "nodegraph/workflow", "nodes": {
+        "load": {"type": "core/load_backbone", "inputs": {"file": str(odd)}}}})
+    session = Session(builtin_registry, device="cpu", output_dir=tmp_path / "out", read_roots=[tmp_path])
+    with pytest.raises(NodeFailed, match="allow_cast"):
+        session.run(workflow, outputs=["load"])
+    cast = session.run(workflow.set("load.allow_cast", True), outputs=["load"]).value("load")
+    assert cast.inp.weight.dtype == torch.float32

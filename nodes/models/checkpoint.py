@@ -27,10 +27,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import torch
+from pydantic import Field
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -334,7 +335,7 @@ def check_tensors(path: str | Path, arch: str, expected: Mapping[str, torch.Tens
     if odd:
         raise CheckpointError(
             f"{str(path)!r}: tensors of dtypes other than float16/bfloat16/float32 would be cast silently "
-            f"({_first(odd)}); convert the file, or load it with allow_cast=True")
+            f"({_first(odd)}); convert the file, or set the loader's allow_cast input (allow_cast=True)")
 
 
 def _torch_dtype(name: str) -> torch.dtype | None:
@@ -401,17 +402,23 @@ def save_classifier(ctx: Context, classifier: CLASSIFIER, filename: OutputPath =
     return str(save_model(classifier, ctx.output_path(filename), architectures=ctx.components("architecture")))
 
 
+AllowCast = Annotated[bool, Field(description="load tensors of other dtypes (int8, float64) by casting them to "
+                                                "float32; off: such a file is refused rather than silently rounded")]
+
+
 @node("core/load_backbone", category="models", display_name="Load backbone")
-def load_backbone(ctx: Context, file: InputPath) -> BACKBONE:
+def load_backbone(ctx: Context, file: InputPath, allow_cast: AllowCast = False) -> BACKBONE:
     """Rebuild a backbone from a nodegraph .safetensors checkpoint (metadata names the architecture).
     Pickle formats (.pt, .ckpt) are refused."""
-    return load_model(file, ctx.device, kind="backbone", architectures=ctx.components("architecture"))
+    return load_model(file, ctx.device, kind="backbone", architectures=ctx.components("architecture"),
+                      allow_cast=allow_cast)
 
 
 @node("core/load_classifier", category="models", display_name="Load classifier")
-def load_classifier(ctx: Context, file: InputPath) -> CLASSIFIER:
+def load_classifier(ctx: Context, file: InputPath, allow_cast: AllowCast = False) -> CLASSIFIER:
     """Rebuild a noisy classifier p_t(y|x) from a nodegraph .safetensors checkpoint."""
-    return load_model(file, ctx.device, kind="classifier", architectures=ctx.components("architecture"))
+    return load_model(file, ctx.device, kind="classifier", architectures=ctx.components("architecture"),
+                      allow_cast=allow_cast)
 
 
 @node("core/bundled_backbone", category="models", display_name="Bundled backbone")
