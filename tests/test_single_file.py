@@ -136,6 +136,32 @@ def test_sd3_clip_l_without_a_projection_gets_the_identity(folders):
     assert torch.equal(state["text_projection.weight"], torch.eye(state["text_projection.weight"].shape[0]))
 
 
+def test_our_flux_conversion_equals_diffusers_at_flux1_width():
+    """diffusers' own Flux conversion assumes FLUX.1's width (3072), so ours (which reads the width off the
+    tensors) is checked against it there. Only dim 0 matters to either, so each tensor is one column of
+    distinct numbers: no real-size allocation."""
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+    from nodes.families.original_parts import FLUX_DIT
+
+    from .original_layout import flux_original
+
+    config = {**json.loads((CONFIGS / "flux" / "transformer.json").read_text()), "num_layers": 2,
+              "num_single_layers": 2}
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in flux_original(FLUX_DIT.build(config).state_dict()).items()}
+    tensors, start = {}, 0
+    for name, shape in shapes.items():
+        column = torch.arange(start, start + shape[0], dtype=torch.float64)
+        tensors[name] = column[:, None] if len(shape) > 1 else column
+        start += shape[0]
+    ours = FLUX_DIT.convert(dict(tensors), torch.nn.Module())
+    theirs = convert_flux_transformer_checkpoint_to_diffusers(dict(tensors))
+    assert ours.keys() == theirs.keys()
+    for name, value in theirs.items():
+        assert torch.equal(ours[name], value), name
+
+
 # Configs from shapes ---------------------------------------------------------------------------------------------
 
 DERIVED = {  # the config keys each layout reads off the tensors
