@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -382,11 +383,20 @@ def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, Pat
     if isinstance(base, SocketType):
         socket = base
         annotation = str if "choice" in hint else _WIDGET_PYTHON_TYPES.get(base.name, Any)
+    optional = [a for a in get_args(base) if a is not type(None)] if _is_union(base) else []
+    if access is None and len(optional) == 1 and get_origin(optional[0]) is Annotated:
+        # `ModelPath | None = None`: an optional path keeps its access (confined when set, skipped when None)
+        inner = _socket_for(optional[0], where)
+        access, hint = inner[3], {**inner[4], **hint}
     if socket is None:
         socket = _primitive_socket(base, where)
     if access is not None and socket is not STRING:
         raise NodeDefinitionError(f"{where}: {access!r} must annotate a str input")
     return socket, annotation, lazy, access, hint
+
+
+def _is_union(annotation: Any) -> bool:
+    return get_origin(annotation) in (typing.Union, types.UnionType)
 
 
 def _primitive_socket(base: Any, where: str) -> SocketType:
@@ -401,7 +411,7 @@ def _primitive_socket(base: Any, where: str) -> SocketType:
             return INT
     if origin in (list, tuple, dict) or base in (list, tuple, dict):
         return JSON
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if _is_union(base):
         members = [a for a in get_args(base) if a is not type(None)]
         if len(members) == 1:
             return _socket_for(members[0], where)[0]

@@ -20,6 +20,7 @@ from ..models.training_info import TrainingInfo, with_training_info
 from ..paths import GaussianPath
 from ..schedules import path_from_scheduler
 from .adapters import DiffusersVAE, FluxBackbone, SD3Backbone, UNetBackbone
+from .layouts import SingleFileReader, flux_file, sd3_file, sd_file, sdxl_file
 from .loading import (
     CheckpointError,
     ModelFolderError,
@@ -42,7 +43,9 @@ class ModelFamily:
     pipelines: model_index.json `_class_name`s it loads; denoiser: the folder of its U-Net or transformer;
     text_parts: the tokenizer / text-encoder folders it needs (those model_index marks null are passed as
     None, for optional parts such as SD3's T5); make_backbone(model, path, prediction) wraps the denoiser;
-    make_encoder(parts, model_index) builds the text encoder from the loaded parts.
+    make_encoder(parts, model_index) builds the text encoder from the loaded parts; single_file reads the
+    header of an original single-file checkpoint into a `layouts.FilePlan`, or says why it is not one of
+    this family's (None: the family has no single-file form).
     """
 
     name: str
@@ -52,6 +55,7 @@ class ModelFamily:
     make_backbone: BackboneMaker
     make_encoder: EncoderMaker
     optional_parts: tuple[str, ...] = ()
+    single_file: SingleFileReader | None = None
 
 
 def _sd_encoder(parts: Mapping[str, Any], _index: Mapping[str, Any]) -> FamilyTextEncoder:
@@ -80,16 +84,19 @@ def _unet(model: nn.Module, path: GaussianPath, prediction: str) -> Backbone:
 
 BUILTIN_FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("sd", ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
-                       "StableDiffusionInpaintPipeline"), "unet", ("tokenizer", "text_encoder"), _unet, _sd_encoder),
+                       "StableDiffusionInpaintPipeline"), "unet", ("tokenizer", "text_encoder"), _unet, _sd_encoder,
+                single_file=sd_file),
     ModelFamily("sdxl", ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"), "unet",
-                ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2"), _unet, _sdxl_encoder),
+                ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2"), _unet, _sdxl_encoder,
+                single_file=sdxl_file),
     ModelFamily("sd3", ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"), "transformer",
                 ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "tokenizer_3", "text_encoder_3"),
                 lambda model, _path, prediction: SD3Backbone(model, prediction), _sd3_encoder,
-                optional_parts=("tokenizer_3", "text_encoder_3")),
+                optional_parts=("tokenizer_3", "text_encoder_3"), single_file=sd3_file),
     ModelFamily("flux", ("FluxPipeline", "FluxImg2ImgPipeline"), "transformer",
                 ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2"),
-                lambda model, _path, prediction: FluxBackbone(model, prediction), _flux_encoder),
+                lambda model, _path, prediction: FluxBackbone(model, prediction), _flux_encoder,
+                single_file=flux_file),
 )
 
 

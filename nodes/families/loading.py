@@ -13,6 +13,7 @@ $NODEGRAPH_MAX_PARAMETERS when that is set.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.checkpoint import MAX_PARAMETERS_ENV, CheckpointError, build_on_meta, max_parameters
+from ..models.checkpoint import MAX_PARAMETERS_ENV, CheckpointError, TensorHeader, build_on_meta, max_parameters
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
@@ -77,30 +78,54 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def safetensors_elements(file: Path) -> int:
-    """Elements of every tensor a .safetensors file declares, from its header alone."""
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I16": 2,
+               "I8": 1, "U8": 1, "BOOL": 1}
+"""Bytes per element of the safetensors dtypes a model file may hold."""
+
+
+def safetensors_header(file: Path) -> dict[str, TensorHeader]:
+    """Every tensor's shape and dtype, from the header alone, checked against the file: each tensor's byte
+    range must be exactly shape x dtype bytes, and the ranges must tile the data that follows the header.
+    So a header that claims huge shapes in a small file is refused before anything is read or allocated."""
+    where = str(file)
     try:
         with file.open("rb") as handle:
             length = int.from_bytes(handle.read(8), "little")
             if not 2 <= length <= MAX_HEADER_BYTES:
-                raise CheckpointError(f"{str(file)!r}: not a safetensors file (header length {length})")
+                raise CheckpointError(f"{where!r}: not a safetensors file (header length {length})")
             header = json.loads(handle.read(length))
+        data_bytes = file.stat().st_size - 8 - length
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{str(file)!r}: corrupt safetensors header: {error}") from None
+        raise CheckpointError(f"{where!r}: corrupt safetensors header: {error}") from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{str(file)!r}: corrupt safetensors header")
-    total = 0
+        raise CheckpointError(f"{where!r}: corrupt safetensors header")
+    tensors, ranges = {}, []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        shape = entry.get("shape") if isinstance(entry, dict) else None
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise CheckpointError(f"{str(file)!r}: corrupt safetensors header (tensor {name!r})")
-        count = 1
-        for d in shape:
-            count *= d
-        total += count
-    return total
+        entry = entry if isinstance(entry, dict) else {}
+        shape, dtype, offsets = entry.get("shape"), entry.get("dtype"), entry.get("data_offsets")
+        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
+                or dtype not in DTYPE_BYTES or not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) for o in offsets)):
+            raise CheckpointError(f"{where!r}: corrupt safetensors header (tensor {name!r})")
+        if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_BYTES[dtype] or not 0 <= offsets[0] <= offsets[1]:
+            raise CheckpointError(f"{where!r}: corrupt safetensors header: tensor {name!r} of shape {shape} {dtype} "
+                                  f"does not fit its byte range {offsets}")
+        tensors[name] = TensorHeader(tuple(shape), dtype)
+        ranges.append(offsets)
+    end = 0
+    for start, stop in sorted(ranges):
+        end = stop if start == end else -1
+    if end != data_bytes:
+        raise CheckpointError(f"{where!r}: corrupt safetensors file: the header describes tensors that do not "
+                              f"tile its {data_bytes:,} bytes of data (truncated, or shapes larger than the file)")
+    return tensors
+
+
+def safetensors_elements(file: Path) -> int:
+    """Elements of every tensor a .safetensors file declares, from its (checked) header alone."""
+    return sum(math.prod(t.shape) for t in safetensors_header(file).values())
 
 
 def weight_files(folder: Path, what: str) -> list[Path]:

@@ -16,6 +16,8 @@ from .adapters import DiffusersVAE, FluxBackbone, SD3Backbone, UNetBackbone
 from .family import ModelFamily, load_part, pretrained
 from .family import load_pipeline as load_pipeline_folder
 from .loading import DTYPES, ModelFolderError, diffusers_component, local_folder, read_json
+from .single_file import load_checkpoint as load_checkpoint_file
+from .single_file import load_file_backbone, read_checkpoint
 from .text import SDXLEncoder
 
 DType = Literal["float32", "bfloat16", "float16"]
@@ -46,6 +48,58 @@ def load_pipeline(ctx: Context, path: Annotated[ModelPath, Field(description=MOD
     memory and each layer visits the GPU only while it runs (for GPUs too small for the model)."""
     parts = load_pipeline_folder(path, _families(ctx), DTYPES[dtype], ctx.device, offload == "sequential")
     return PipelineParts(parts.backbone, parts.vae, parts.text_encoder, parts.path)
+
+
+FILE_HELP = ("one .safetensors in its original layout, as downloaded: SD 1.x/2.x or SDXL (model.diffusion_model.*, "
+             "first_stage_model.*, cond_stage_model.* / conditioner.embedders.*), SD3 (joint_blocks, text_encoders.*) "
+             "or Flux (double_blocks, single_blocks); the family is read from the tensor names")
+TOKENIZERS_HELP = ("a folder holding tokenizer/ (tokenizer_2/, tokenizer_3/), e.g. a diffusers pipeline folder of "
+                   "the same family: single files hold no tokenizers; needed when the text encoders come from the file")
+TEXT_ENCODERS_HELP = ("a diffusers pipeline folder of the same family whose tokenizers and text encoders are used "
+                      "instead of the file's; needed for files without text encoders (most Flux files)")
+VAE_HELP = ("a VAE folder (config.json + .safetensors), a pipeline folder with vae/, or an original-layout VAE "
+            ".safetensors (Flux's ae.safetensors); replaces the file's VAE, needed when the file has none")
+CONFIG_HELP = ("a diffusers pipeline folder whose part configs (unet/ or transformer/, vae/, text_encoder*/ "
+               "config.json) replace the shipped ones for what tensor shapes do not say (attention heads); "
+               "leave empty for standard models")
+Prediction = Literal["auto", "epsilon", "v"]
+"""auto: what the file marks (a v_pred tensor), else the family's (SD 2.x: v; use epsilon for 2.x 512 "base")."""
+
+
+@node("core/load_checkpoint", category="models", display_name="Load model (single file)")
+def load_checkpoint(ctx: Context, file: Annotated[ModelPath, Field(description=FILE_HELP)],
+                    tokenizers: Annotated[ModelPath | None, Field(description=TOKENIZERS_HELP)] = None,
+                    text_encoders: Annotated[ModelPath | None, Field(description=TEXT_ENCODERS_HELP)] = None,
+                    vae: Annotated[ModelPath | None, Field(description=VAE_HELP)] = None,
+                    config: Annotated[ModelPath | None, Field(description=CONFIG_HELP)] = None,
+                    prediction: Prediction = "auto", dtype: DType = "float32") -> PipelineParts:
+    """Load a single-file checkpoint (SD 1.x/2.x, SDXL, SD3, Flux) offline as core/load_pipeline's four
+    outputs. All-in-one files need only `tokenizers`; transformer-only files (Flux) need `text_encoders`
+    and `vae`. The family, every size and which parts are present come from the file's tensor names and
+    shapes; the rest of each config and the scheduler (hence the PATH) are the family's, shipped with
+    nodegraph. Checked before loading: a pickle is refused unopened, a header must match its file, each
+    part must fit its own tensors."""
+    parts = load_checkpoint_file(file, _families(ctx), DTYPES[dtype], ctx.device, tokenizers=tokenizers,
+                                 text_encoders=text_encoders, vae=vae, config=config, prediction=prediction)
+    return PipelineParts(parts.backbone, parts.vae, parts.text_encoder, parts.path)
+
+
+class DenoiserParts(NamedTuple):
+    backbone: BACKBONE
+    path: PATH
+
+
+@node("core/load_denoiser_file", category="models", display_name="Load U-Net / transformer (single file)")
+def load_denoiser_file(ctx: Context, file: Annotated[ModelPath, Field(description=FILE_HELP)],
+                       config: Annotated[ModelPath | None, Field(description=CONFIG_HELP)] = None,
+                       prediction: Prediction = "auto", dtype: DType = "float32") -> DenoiserParts:
+    """Only the U-Net or transformer of a single-file checkpoint (all-in-one or denoiser-only), with its
+    family's PATH: to pair a fine-tune with text encoders and a VAE already loaded, without loading the
+    file's own again."""
+    checkpoint = read_checkpoint(file, _families(ctx))
+    where = local_folder(config, "input 'config'") if config is not None else None
+    backbone, path = load_file_backbone(checkpoint, prediction, where, DTYPES[dtype], ctx.device)
+    return DenoiserParts(backbone, path)
 
 
 DENOISERS = {"UNet2DConditionModel": "sd", "SD3Transformer2DModel": "sd3", "FluxTransformer2DModel": "flux"}
