@@ -23,6 +23,9 @@ Architectures `Backbone` (an nn.Module with arch, config, prediction; forward(x,
              `Architecture(cls, kind)` registered as ("architecture", cls.arch): the built-in
              checkpoint nodes then save and load it. Attention through `Attention` (swappable
              processors, see nodes.models.attention) makes a backbone editable by prompt-to-prompt.
+Families     `ModelFamily` registered as ("family", name): a pretrained pipeline family (its pipeline class
+             names, denoiser folder, text parts, backbone and text-encoder makers, single-file reader)
+             that core/load_pipeline and core/load_checkpoint then load (see docs/pretrained.md).
 Aliases      Seed, Unit, Steps, GuidanceScale, Prediction and the training ones (TrainingSteps,
              BatchSize, LearningRate, Dropout, EmaDecay, GradClip, WeightDecay, CheckpointEvery):
              shared `Annotated` input types, so bounds are spelled once.
@@ -53,6 +56,7 @@ from .annotations import (
 )
 from .broadcast import batch_times, expand_time
 from .conditioning import Condition
+from .families.family import ModelFamily
 from .fields import CountingField, FieldWrapper, ModelField, VectorField, wrap_field
 from .guidance import CFGField, CombineFn, ConditionPair, GuidanceMethod, cfg_combine
 from .models.architectures import Architecture
@@ -90,7 +94,8 @@ __all__ = [
     "CheckpointEvery", "Dropout", "EmaDecay", "GradClip", "LearningRate", "TrainingSteps", "WeightDecay",
     "CLASSIFIER", "CONDITIONING", "Callback", "CheckpointError", "CombineFn", "Condition", "ConditionPair",
     "CountingField", "DATASET", "DIT", "FieldWrapper", "GUIDANCE", "GaussianPath", "GuidanceMethod",
-    "GuidanceScale", "IMAGE", "LATENT", "MLP", "MODEL_FIELD", "ModelField", "PATH", "Prediction", "SIGMA_SCHEDULE",
+    "GuidanceScale", "IMAGE", "LATENT", "MLP", "MODEL_FIELD", "ModelField", "ModelFamily", "PATH", "Prediction",
+    "SIGMA_SCHEDULE",
     "SOLVER", "Seed", "Solver", "SolverFn", "Steps", "TENSOR", "TEXT_ENCODER", "TIME_GRID", "UNET", "Unit", "VAE",
     "VECTOR_FIELD", "VectorField", "attention_processor", "batch_times", "cfg_combine", "class_labels", "convert",
     "expand_time", "from_x0_eps", "load_model", "read_metadata", "save_model", "text_context",
