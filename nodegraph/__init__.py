@@ -14,6 +14,7 @@ from .node import Bundled, Choice, FilePath, InputPath, Lazy, ModelPath, NodeTyp
 from .plugins import API_VERSION, PluginLoader, default_registry, load_registry
 from .registry import Registry, RegistryError
 from .session import NodeFailed, RunCancelled, RunResult, Session, resolve_device, run
+from .settings import SETTING_COMPONENT, SettingError, check_settings, positive_env_number
 from .types import ANY, BOOLEAN, FLOAT, INT, JSON, STRING, SocketType, can_connect
 from .validate import Plan, Problem, WorkflowInvalid, compile_workflow, validate
 from .workflow import Link, Workflow, WorkflowFormatError
@@ -24,9 +25,11 @@ __all__ = [
     "ANY", "API_VERSION", "BOOLEAN", "Bundled", "InputPath", "ModelPath", "OutputPath", "PathPolicy", "PathRefused",
     "FLOAT", "INT", "JSON", "STRING", "CancelToken", "Cancelled", "Choice",
     "Context", "Event", "FilePath", "LRUCache", "Lazy", "Link", "NodeFailed", "NodeType", "Plan",
-    "PluginLoader", "Problem", "Registry", "RegistryError", "RunCancelled", "RunResult", "Session",
+    "PluginLoader", "Problem", "Registry", "RegistryError", "RunCancelled", "RunResult", "SETTING_COMPONENT",
+    "Session", "SettingError",
     "SocketType", "Widget", "Workflow", "WorkflowFormatError", "WorkflowInvalid", "atomic_path",
     "atomic_write_bytes", "atomic_write_text", "can_connect",
-    "compile_workflow", "default_registry", "hookimpl", "load_registry", "node", "resolve_device", "run",
+    "check_settings", "compile_workflow", "default_registry", "hookimpl", "load_registry", "node",
+    "positive_env_number", "resolve_device", "run",
     "validate",
 ]

@@ -1,8 +1,8 @@
 """The `nodegraph` command: run, validate, nodes, plugins, plugin new, ui.
 
 Exit codes: 0 ok, 1 a node failed (or the run was cancelled), 2 invalid input (workflow, --set,
-device, arguments). User mistakes print one line on stderr, never a traceback; `--debug` adds the
-traceback of a node failure (or of an unexpected error).
+device, arguments, a NODEGRAPH_* environment variable). User mistakes print one line on stderr,
+never a traceback; `--debug` adds the traceback of a node failure (or of an unexpected error).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +23,7 @@ from .events import Event
 from .plugins import PluginReport, load_registry
 from .registry import Registry
 from .session import DeviceError, NodeFailed, RunCancelled, Session
+from .settings import SettingError, check_settings
 from .validate import WorkflowInvalid, validate
 from .workflow import Workflow, WorkflowFormatError, parse_cli_value
 
@@ -65,10 +66,14 @@ def _path_options() -> argparse.ArgumentParser:
     group = parent.add_argument_group("paths (checked at validation, before anything runs)")
     group.add_argument("--out", default="outputs", metavar="DIR",
                        help="output folder: every file a node writes lands in it (default: outputs)")
-    group.add_argument("--read-root", action="append", default=[], metavar="DIR",
-                       help="a folder nodes may read besides the working folder and --out (repeatable; "
-                            "also $NODEGRAPH_READ_ROOTS)")
+    _read_root_option(group)
     return parent
+
+
+def _read_root_option(group: Any) -> None:
+    group.add_argument("--read-root", action="append", default=[], metavar="DIR",
+                       help="a folder nodes may read besides the working folder and the output folder "
+                            "(repeatable; also $NODEGRAPH_READ_ROOTS)")
 
 
 def _plugin_options() -> argparse.ArgumentParser:
@@ -127,12 +132,28 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("workflow", nargs="?")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=_port, default=7860)
+    access = ui.add_argument_group("access (see docs/ui.md)")
+    access.add_argument("--token", help="require this token (default: $NODEGRAPH_TOKEN; one is generated "
+                                        "when --host is not a loopback address)")
+    access.add_argument("--allowed-host", action="append", default=[], dest="allowed_hosts", metavar="NAME",
+                        help="accept this Host name besides the loopback names (repeatable; also "
+                             "$NODEGRAPH_ALLOWED_HOSTS)")
+    access.add_argument("--allowed-origin", action="append", default=[], dest="allowed_origins",
+                        metavar="ORIGIN", help="accept requests from this Origin besides the server's own "
+                                               "(repeatable; also $NODEGRAPH_ALLOWED_ORIGINS)")
+    _read_root_option(ui.add_argument_group("paths (checked at validation, before anything runs)"))
     return parser
 
 
+def _only_plugins(args: argparse.Namespace) -> list[str] | None:
+    return [p.strip() for p in args.only_plugins.split(",") if p.strip()] if args.only_plugins else None
+
+
 def _registry(args: argparse.Namespace) -> tuple[Registry, PluginReport]:
-    only = [p.strip() for p in args.only_plugins.split(",") if p.strip()] if args.only_plugins else None
-    return load_registry(args.plugins_dir, disabled=args.disable_plugin, only=only)
+    """Plugins loaded, then every environment setting they read checked (SettingError: exit 2)."""
+    registry, report = load_registry(args.plugins_dir, disabled=args.disable_plugin, only=_only_plugins(args))
+    check_settings(registry)
+    return registry, report
 
 
 def _report_plugin_failures(report: PluginReport, stream: TextIO) -> None:
@@ -337,13 +358,20 @@ def cmd_plugin(args: argparse.Namespace) -> int:
 APPS_GROUP = "nodegraph.apps"
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    """The browser editor is an app found through the `nodegraph.apps` entry point "ui" (the engine
-    does not import the UI)."""
-    found = [ep for ep in importlib.metadata.entry_points(group=APPS_GROUP) if ep.name == "ui"]
+def find_app(name: str) -> Callable[..., Any]:
+    """The app registered as `name` in the `nodegraph.apps` entry points (the engine never imports the UI)."""
+    found = [ep for ep in importlib.metadata.entry_points(group=APPS_GROUP) if ep.name == name]
     if not found:
-        raise UsageError(f"no browser editor is installed (entry point 'ui' in group {APPS_GROUP!r})")
-    found[0].load()(args.workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir)
+        raise UsageError(f"no browser editor is installed (entry point {name!r} in group {APPS_GROUP!r})")
+    return found[0].load()
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Start the app "ui" (`ui.app.main`) with every option given here; it blocks until interrupted."""
+    find_app("ui")(args.workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir, token=args.token,
+                   allowed_hosts=args.allowed_hosts, allowed_origins=args.allowed_origins,
+                   read_roots=args.read_root, disabled_plugins=args.disable_plugin,
+                   only_plugins=_only_plugins(args))
     return EXIT_OK
 
 
@@ -357,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     try:
         code = COMMANDS[args.command](args)
-    except (WorkflowFormatError, WorkflowInvalid, UsageError, DeviceError) as err:
+    except (WorkflowFormatError, WorkflowInvalid, UsageError, DeviceError, SettingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
     except RecursionError:

@@ -8,20 +8,26 @@ Each plugin's hooks run on their own: one that fails to import, declares an inco
 version or raises while registering is reported with its error and its partial registrations are
 undone; every other plugin still loads.
 
-A plugin cannot stall or end the host either. Its import runs in a daemon thread with a time budget
-($NODEGRAPH_PLUGIN_IMPORT_TIMEOUT seconds, default 10): past it the plugin is reported ("took longer
-than N s to import; skipped") and never registered, even if its import finishes later (Python cannot
-stop a thread, so it is left to finish or hang in the background). Any BaseException a plugin raises
-on import or in a hook (SystemExit, KeyboardInterrupt, GeneratorExit...) is reported like any other
-error; only a real Ctrl+C (SIGINT received while loading) still stops the program.
+A plugin cannot stall or end the host either. Its import, and then each of its registration hooks,
+runs in a daemon thread with a time budget ($NODEGRAPH_PLUGIN_IMPORT_TIMEOUT seconds, default 10,
+for each): past it the plugin is reported ("took longer than N s to import; skipped", "... to run
+nodegraph_register_nodes; skipped") and never registered, even if its code finishes later (Python
+cannot stop a thread, so it is left to finish or hang in the background). A hook registers through
+a `PluginRegistrar` that is closed when the hook returns or overruns, before its partial
+registrations are rolled back, so a late registration is refused instead of landing in the registry.
+Hooks run one at a time; only the built-in library (trusted, and importing torch) runs in the
+caller's thread with no budget. Any BaseException a plugin raises on import or in a hook
+(SystemExit, KeyboardInterrupt, GeneratorExit...) is reported like any other error; only a real
+Ctrl+C (SIGINT received while loading) still stops the program.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
-import math
 import os
 import signal
 import sys
@@ -38,6 +44,7 @@ import pluggy
 
 from .hooks import PROJECT, NodegraphSpec
 from .registry import CORE_PLUGIN, Registry
+from .settings import positive_env_number
 
 API_VERSION = 1
 """The plugin API version this nodegraph provides. Plugins may declare `NODEGRAPH_API_VERSION`."""
@@ -47,22 +54,15 @@ OWN_DISTRIBUTION = "nodegraph"
 PLUGINS_ENV = "NODEGRAPH_PLUGINS"
 IMPORT_TIMEOUT_ENV = "NODEGRAPH_PLUGIN_IMPORT_TIMEOUT"
 DEFAULT_IMPORT_TIMEOUT = 10.0
-"""Seconds a plugin may take to import; generous for a plugin importing heavy libraries of its own
-(torch itself is already imported by the built-in library, which loads first and has no budget)."""
+"""Seconds a plugin may take to import, and then to run each registration hook; generous for a
+plugin importing heavy libraries of its own (torch itself is already imported by the built-in
+library, which loads first and has no budget)."""
 
 
 def import_timeout() -> float:
-    """The import budget in force: $NODEGRAPH_PLUGIN_IMPORT_TIMEOUT (read now) or DEFAULT_IMPORT_TIMEOUT."""
-    raw = os.environ.get(IMPORT_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_IMPORT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"${IMPORT_TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
-    return value
+    """The budget in force: $NODEGRAPH_PLUGIN_IMPORT_TIMEOUT (read now) or DEFAULT_IMPORT_TIMEOUT;
+    SettingError (a ValueError) when it is not a positive number."""
+    return positive_env_number(IMPORT_TIMEOUT_ENV, DEFAULT_IMPORT_TIMEOUT, "seconds")
 
 
 @dataclass
@@ -104,34 +104,36 @@ def _short_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}{where}"
 
 
-class ImportTimeout(Exception):
-    """A plugin's import ran past its budget (it may still finish in the background; it is not registered)."""
+class PluginTimeout(Exception):
+    """A plugin's import or registration hook ran past its budget (it may still finish in the
+    background; it is not registered)."""
 
 
-def _import_with_budget(load: Callable[[], Any], budget: float, name: str) -> Any:
-    """Run `load()` in a daemon thread and wait at most `budget` seconds for it.
+def _call_with_budget(call: Callable[[], Any], budget: float, thread_name: str, doing: str) -> Any:
+    """Run `call()` in a daemon thread and wait at most `budget` seconds for it.
 
     What the plugin raises (any BaseException) is re-raised here, in the caller's thread, so the caller
-    reports it. A thread, not the caller, runs the import so that a plugin that sleeps or blocks cannot
-    hold the caller past the budget; a daemon thread, so that it cannot keep the process alive at exit.
+    reports it. A thread, not the caller, runs the plugin's code so that a plugin that sleeps or blocks
+    cannot hold the caller past the budget; a daemon thread, so that it cannot keep the process alive
+    at exit. `doing` completes the message "took longer than N s to ...".
     """
     outcome: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            outcome["value"] = load()
+            outcome["value"] = call()
         except BaseException as err:  # noqa: BLE001 - handed to the caller, which contains it
             outcome["error"] = err
 
-    thread = threading.Thread(target=run, name=f"nodegraph-plugin-import:{name}", daemon=True)
+    thread = threading.Thread(target=run, name=thread_name, daemon=True)
     thread.start()
     thread.join(budget)
     if thread.is_alive():
-        raise ImportTimeout(f"took longer than {budget:g} s to import; skipped "
+        raise PluginTimeout(f"took longer than {budget:g} s to {doing}; skipped "
                             f"(${IMPORT_TIMEOUT_ENV} sets the budget)")
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["value"]
+    return outcome.get("value")
 
 
 class _UserInterrupts:
@@ -179,9 +181,29 @@ def _check_api_version(plugin: Any, name: str) -> None:
         )
 
 
+DIR_PLUGINS_PACKAGE = "nodegraph_dir_plugins"
+"""The private package folder plugins are imported under (`nodegraph_dir_plugins.<name>`)."""
+
+
+def _dir_plugins_package() -> None:
+    """Put the private parent package in sys.modules. Relative imports need it: `from . import x`
+    makes Python import `nodegraph_dir_plugins.<name>.x` and then look up its top-level package.
+    It has no folder of its own (empty __path__), so nothing else can be imported through it."""
+    if DIR_PLUGINS_PACKAGE not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(DIR_PLUGINS_PACKAGE, None, is_package=True)
+        sys.modules[DIR_PLUGINS_PACKAGE] = importlib.util.module_from_spec(spec)
+
+
+def _forget_module(name: str) -> None:
+    """Drop `name` and its submodules from sys.modules, so a reload cannot pick up stale submodules
+    (another folder's plugin of the same name, or an edited file)."""
+    for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        del sys.modules[loaded]
+
+
 def _import_path(path: Path) -> ModuleType:
-    """Import a plugin file or package folder under a private module name."""
-    module_name = f"nodegraph_dir_plugins.{path.stem}"
+    """Import a plugin file or package folder (relative imports included) under a private module name."""
+    module_name = f"{DIR_PLUGINS_PACKAGE}.{path.stem}"
     if path.is_dir():
         spec = importlib.util.spec_from_file_location(
             module_name, path / "__init__.py", submodule_search_locations=[str(path)])
@@ -189,12 +211,14 @@ def _import_path(path: Path) -> ModuleType:
         spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
+    _dir_plugins_package()
+    _forget_module(module_name)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        sys.modules.pop(module_name, None)
+        _forget_module(module_name)
         raise
     return module
 
@@ -228,6 +252,7 @@ class PluginLoader:
         self.pm.add_hookspecs(NodegraphSpec)
         self.report = PluginReport()
         self._info: dict[str, PluginInfo] = {}
+        # seconds for a plugin's import and for each of its registration hooks (the name predates the latter)
         self.import_budget = import_timeout() if import_budget is None else import_budget
         self._interrupts = _UserInterrupts()
 
@@ -248,13 +273,14 @@ class PluginLoader:
             return
         try:
             # the built-in library is trusted and imports torch: no thread, no budget
-            plugin = load() if name == CORE_PLUGIN else _import_with_budget(load, self.import_budget, name)
+            plugin = load() if name == CORE_PLUGIN else _call_with_budget(
+                load, self.import_budget, f"nodegraph-plugin-import:{name}", "import")
             _check_api_version(plugin, name)
             info.version = info.version or str(getattr(plugin, "__version__", ""))
             self.pm.register(plugin, name=name)
         except BaseException as err:  # noqa: BLE001 - a broken plugin must never stop the app
             self._interrupts.reraise_if_user(err)
-            info.error = str(err) if isinstance(err, ImportTimeout) else _short_error(err)
+            info.error = str(err) if isinstance(err, PluginTimeout) else _short_error(err)
             return
         self._info[name] = info
 
@@ -287,17 +313,26 @@ class PluginLoader:
         impls = getattr(self.pm.hook, hook_name).get_hookimpls()
         impls.sort(key=lambda impl: impl.plugin_name != CORE_PLUGIN)
         for impl in impls:
-            info = self._info.get(impl.plugin_name)
+            name = impl.plugin_name
+            info = self._info.get(name)
             if info is None or info.error:
                 continue
+            registrar = registry.registrar(name)
             try:
-                impl.function(registry=registry.registrar(impl.plugin_name))
+                if name == CORE_PLUGIN:  # trusted, and imports its modules here: no thread, no budget
+                    impl.function(registry=registrar)
+                else:
+                    _call_with_budget(functools.partial(impl.function, registry=registrar), self.import_budget,
+                                      f"nodegraph-plugin-register:{name}", f"run {hook_name}")
             except BaseException as err:  # noqa: BLE001 - SystemExit & co. from a plugin are its errors too
+                registrar.close()  # before the rollback: a hook still running cannot register after it
                 self._interrupts.reraise_if_user(err)
-                registry.remove_plugin(impl.plugin_name)
-                info.error = _short_error(err)
-                if impl.plugin_name == CORE_PLUGIN:
+                registry.remove_plugin(name)
+                info.error = str(err) if isinstance(err, PluginTimeout) else _short_error(err)
+                if name == CORE_PLUGIN:
                     raise
+            finally:
+                registrar.close()
 
     def load(self, registry: Registry | None = None) -> Registry:
         registry = registry or Registry()

@@ -9,6 +9,7 @@ particular not as "core", whose namespace is reserved for the built-in library).
 from __future__ import annotations
 
 import difflib
+import threading
 from collections.abc import Callable, Iterable
 from types import MappingProxyType, ModuleType
 from typing import Any
@@ -141,32 +142,50 @@ class Registry:
 
 
 class PluginRegistrar:
-    """What a plugin's hooks receive: registration under the plugin's own, fixed name, and lookups."""
+    """What a plugin's hooks receive: registration under the plugin's own, fixed name, and lookups.
 
-    __slots__ = ("__registry", "__plugin")
+    The loader closes it when the hook returns or overruns its time budget: a hook still running in a
+    background thread (or a thread it started) cannot register anything after its plugin was rolled back.
+    """
+
+    __slots__ = ("__registry", "__plugin", "__lock", "__closed")
 
     def __init__(self, registry: Registry, plugin: str) -> None:
         self.__registry = registry
         self.__plugin = plugin
+        self.__lock = threading.Lock()
+        self.__closed = False
 
     @property
     def plugin(self) -> str:
         return self.__plugin
 
+    def close(self) -> None:
+        """Refuse every later registration (waits for one in progress, so none lands after this)."""
+        with self.__lock:
+            self.__closed = True
+
+    def __write(self, add: Callable[..., Any], *args: Any) -> Any:
+        with self.__lock:
+            if self.__closed:
+                raise RegistryError(f"plugin {self.__plugin!r} registered after its hook ended (past its "
+                                    "time budget, or from another thread); refused")
+            return add(*args, plugin=self.__plugin)
+
     def add_type(self, socket: SocketType) -> SocketType:
-        return self.__registry.add_type(socket, plugin=self.__plugin)
+        return self.__write(self.__registry.add_type, socket)
 
     def add_component(self, kind: str, name: str, value: Any) -> Any:
-        return self.__registry.add_component(kind, name, value, plugin=self.__plugin)
+        return self.__write(self.__registry.add_component, kind, name, value)
 
     def add_node(self, fn_or_type: Callable[..., Any] | NodeType) -> NodeType:
-        return self.__registry.add_node(fn_or_type, plugin=self.__plugin)
+        return self.__write(self.__registry.add_node, fn_or_type)
 
     def add_module(self, module: ModuleType) -> list[NodeType]:
-        return self.__registry.add_module(module, plugin=self.__plugin)
+        return self.__write(self.__registry.add_module, module)
 
     def add_nodes(self, fns: Iterable[Callable[..., Any]]) -> list[NodeType]:
-        return self.__registry.add_nodes(fns, plugin=self.__plugin)
+        return self.__write(self.__registry.add_nodes, fns)
 
     def socket(self, name: str) -> SocketType:
         return self.__registry.socket(name)

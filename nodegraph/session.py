@@ -98,9 +98,10 @@ _run_ids = itertools.count(1)
 class _Run:
     """State of one run: keys, values by node, event emission."""
 
-    def __init__(self, session: Session, plan: Plan, emit: Callable[[Event], None], token: CancelToken) -> None:
+    def __init__(self, session: Session, plan: Plan, emit: Callable[[Event], None], token: CancelToken,
+                 run_id: int) -> None:
         self.session, self.plan, self.emit, self.token = session, plan, emit, token
-        self.run_id = next(_run_ids)
+        self.run_id = run_id
         self.values: dict[str, dict[str, Any]] = {}
         self.ran: list[str] = []
         self.cached: list[str] = []
@@ -277,7 +278,11 @@ def _hint(err: BaseException) -> str:
 
 
 class Session:
-    """Runs workflows; keeps the output cache, the device choice and a cancel switch between runs."""
+    """Runs workflows, one at a time; keeps the output cache and the device choice between runs.
+
+    Each run has its own CancelToken, registered under its run id while it runs or waits for the
+    run before it: `cancel(run_id)` stops that run only, so two callers sharing a session (the
+    editor's page and its API) cannot cancel each other's runs."""
 
     def __init__(self, registry: Registry | None = None, *, device: str | None = None, dtype: str = "float32",
                  cache_bytes: int = 4 << 30, output_dir: str | os.PathLike = "outputs",
@@ -299,8 +304,9 @@ class Session:
         self.cache = (LRUCache(cache_bytes) if self.device == "cpu"
                       else OffloadingCache(cache_bytes, host_cache_bytes, self.device))
         self.subscribers: list[Subscriber] = []
-        self._token = CancelToken()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one run at a time: they share the cache and the device
+        self._tokens: dict[int, CancelToken] = {}  # run id -> token, for runs running or waiting
+        self._tokens_lock = threading.Lock()
 
     @property
     def read_roots(self) -> tuple[Path, ...]:
@@ -310,16 +316,26 @@ class Session:
         """Validate against the registry and this session's path roots (nothing runs on a problem)."""
         return compile_workflow(workflow, self.registry, self.paths)
 
-    def cancel(self) -> None:
-        """Ask the current run to stop at the next node boundary or progress report."""
-        self._token.cancel()
+    def cancel(self, run_id: int | None = None) -> bool:
+        """Ask run `run_id` (the id its events carry) to stop at its next node boundary or progress
+        report, or before its first node if it is still waiting; without an id, every run of this
+        session. False when no such run is running or waiting."""
+        with self._tokens_lock:
+            tokens = list(self._tokens.values()) if run_id is None else [self._tokens.get(run_id)]
+        found = [token for token in tokens if token is not None]
+        for token in found:
+            token.cancel()
+        return bool(found)
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.append(subscriber)
 
     def run(self, workflow: Workflow | Plan, outputs: Iterable[str] | None = None,
-            on_event: Subscriber | None = None) -> RunResult:
-        """Validate (unless given a Plan), run what `outputs` need (default: the output nodes)."""
+            on_event: Subscriber | None = None, *, cancel_token: CancelToken | None = None) -> RunResult:
+        """Validate (unless given a Plan), run what `outputs` need (default: the output nodes).
+
+        `cancel_token`: the caller's own handle on this run (a fresh one by default); cancelling it
+        stops this run only, even before it starts."""
         plan = workflow if isinstance(workflow, Plan) else self.compile(workflow)
         if plan.paths != self.paths:  # confined under other roots: check again under ours
             plan = self.compile(plan.workflow)
@@ -333,23 +349,33 @@ class Session:
             for listener in listeners:
                 listener(event)
 
-        with self._lock:
-            self._token.reset()
-            run = _Run(self, plan, emit if listeners else _ignore, self._token)
-            started = time.perf_counter()
-            emit(Event("run_start", run.run_id, info={"nodes": len(plan.nodes), "targets": len(targets)}))
-            try:
-                run.ensure(targets)
-            except NodeFailed as err:
-                emit(Event("node_error", run.run_id, err.node_id, err.type_id, message=str(err)))
-                emit(Event("run_done", run.run_id, status="failed", seconds=time.perf_counter() - started))
-                raise
-            except RunCancelled:
-                emit(Event("run_done", run.run_id, status="cancelled", seconds=time.perf_counter() - started))
-                raise
-            seconds = time.perf_counter() - started
-            emit(Event("run_done", run.run_id, status="ok", seconds=seconds,
-                       info={"ran": len(run.ran), "cached": len(run.cached)}))
+        run_id = next(_run_ids)
+        token = cancel_token if cancel_token is not None else CancelToken()
+        with self._tokens_lock:
+            self._tokens[run_id] = token
+        try:
+            with self._lock:  # keys (file fingerprints) too are taken only once the run before has finished
+                return self._run_locked(_Run(self, plan, emit if listeners else _ignore, token, run_id), targets)
+        finally:
+            with self._tokens_lock:
+                del self._tokens[run_id]
+
+    def _run_locked(self, run: _Run, targets: list[str]) -> RunResult:
+        emit, plan = run.emit, run.plan
+        started = time.perf_counter()
+        emit(Event("run_start", run.run_id, info={"nodes": len(plan.nodes), "targets": len(targets)}))
+        try:
+            run.ensure(targets)
+        except NodeFailed as err:
+            emit(Event("node_error", run.run_id, err.node_id, err.type_id, message=str(err)))
+            emit(Event("run_done", run.run_id, status="failed", seconds=time.perf_counter() - started))
+            raise
+        except RunCancelled:
+            emit(Event("run_done", run.run_id, status="cancelled", seconds=time.perf_counter() - started))
+            raise
+        seconds = time.perf_counter() - started
+        emit(Event("run_done", run.run_id, status="ok", seconds=seconds,
+                   info={"ran": len(run.ran), "cached": len(run.cached)}))
         return RunResult({t: run.values[t] for t in targets}, run.ran, run.cached, seconds, run.node_seconds)
 
 

@@ -8,7 +8,7 @@ node is adding a function to a module here. Plugins build on `nodes.api`, not on
 import importlib
 import pkgutil
 
-from nodegraph import hookimpl
+from nodegraph import SETTING_COMPONENT, hookimpl
 
 from . import sockets
 from .guidance import BUILTIN_GUIDANCE
@@ -41,10 +41,12 @@ def nodegraph_register_components(registry):
 
     for architecture in BUILTIN_ARCHITECTURES:
         registry.add_component("architecture", architecture.name, architecture)
-    from .models.checkpoint import WEIGHTS_DIR
+    from .models.checkpoint import MAX_PARAMETERS_ENV, WEIGHTS_DIR, max_parameters
 
     # nodes may read the shipped weights wherever the package is installed (see nodegraph.confine)
     registry.add_component("read_root", "core_weights", WEIGHTS_DIR)
+    # read at every model load; registered so that the CLI and the editor check it at start
+    registry.add_component(SETTING_COMPONENT, MAX_PARAMETERS_ENV, max_parameters)
 
 
 @hookimpl

@@ -1,6 +1,7 @@
 """Small nodes for engine tests. They count their calls so tests can see what really ran."""
 
 import random
+import threading
 from collections import Counter
 from typing import Annotated, Literal, NamedTuple
 
@@ -9,6 +10,8 @@ from pydantic import Field
 from nodegraph import ANY, FLOAT, INT, JSON, Context, InputPath, Lazy, node
 
 CALLS: Counter = Counter()
+GATES: dict[str, threading.Event] = {}
+"""Events the tests own, by name, that `test/gate` waits on."""
 
 
 @node("test/number", category="test")
@@ -170,4 +173,12 @@ def spin(ctx: Context, value: float, finish_on_cancel: bool = False,
             if finish_on_cancel:
                 return value
             ctx.check_cancelled()
+    return value
+
+
+@node("test/gate", category="test")
+def gate(value: float, name: str = "") -> float:
+    """Waits until the test sets GATES[name] (at most a minute), then passes `value` on: holds a run
+    inside a node while the test does something else, without a sleep."""
+    GATES[name].wait(timeout=60)
     return value

@@ -18,12 +18,15 @@ class EventLog(list):
 
 
 def shipped_problems(workflow, registry) -> list:
-    """Validation problems of a shipped workflow, except the one it ships with on purpose: a workflow for
-    the user's own model (node `model` of a model-folder loader) leaves `model.path` for them to set."""
+    """Validation problems of a shipped workflow, except those it ships with on purpose: a workflow for
+    the user's own files (their model folder, their LoRA) leaves those required path inputs unset."""
     from nodegraph import validate
 
-    problems = validate(workflow, registry)
-    model = workflow.nodes.get("model")
-    if model is not None and model.type.startswith("core/load_") and "path" not in model.inputs:
-        problems = [p for p in problems if (p.kind, p.node, p.input) != ("missing_input", "model", "path")]
-    return problems
+    def users_file(problem) -> bool:
+        if problem.kind != "missing_input" or problem.node not in workflow.nodes:
+            return False
+        node_type = registry.nodes.get(workflow.nodes[problem.node].type)
+        spec = node_type.inputs.get(problem.input) if node_type else None
+        return spec is not None and spec.access is not None and spec.access.mode == "read"
+
+    return [p for p in validate(workflow, registry) if not users_file(p)]

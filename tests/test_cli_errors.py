@@ -1,6 +1,7 @@
 """No traceback for a user mistake anywhere in the CLI (issue 15, item 7): exit 2 and one line."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,42 @@ def test_debug_prints_the_traceback_of_a_node_failure(tmp_path):
     assert "Traceback" not in quiet.stderr and "--debug" in quiet.stderr
     assert "no image file" in quiet.stderr
     assert "Traceback" in loud.stderr and "FileNotFoundError" in loud.stderr
+
+
+SETTINGS = {"NODEGRAPH_PLUGIN_IMPORT_TIMEOUT": "seconds", "NODEGRAPH_MAX_PARAMETERS": "parameters"}
+
+
+@pytest.mark.parametrize("variable", sorted(SETTINGS))
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_non_numeric_setting_is_one_line_naming_it(tmp_path, variable, command):
+    """Checked at start, before anything runs: not a traceback, not a node failure minutes later."""
+    args = [sys.executable, "-m", "nodegraph.cli", command, DEFAULT, "--out", str(tmp_path / "out")]
+    if command == "run":
+        args += ["--device", "cpu", "--events", "none"]
+    env = {**os.environ, variable: "soon"}
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [f"error: ${variable} must be a positive number of {SETTINGS[variable]}, "
+                                        "got 'soon'"]
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("variable", sorted(SETTINGS))
+@pytest.mark.parametrize("command", [["nodes"], ["plugins"]])
+def test_every_command_checks_the_settings(capsys, monkeypatch, variable, command):
+    monkeypatch.setenv(variable, "-1")
+    assert variable in one_line_error(capsys, command)
+
+
+def test_a_plugins_own_setting_is_checked_too(capsys, monkeypatch, tmp_path):
+    """A plugin registers the reader of each variable it reads as a "setting" component."""
+    (tmp_path / "limits.py").write_text(
+        "from nodegraph import SETTING_COMPONENT, hookimpl, positive_env_number\n\n"
+        "def batch_limit():\n    return positive_env_number('LIMITS_MAX_BATCH', 64, 'images')\n\n"
+        "@hookimpl\ndef nodegraph_register_components(registry):\n"
+        "    registry.add_component(SETTING_COMPONENT, 'LIMITS_MAX_BATCH', batch_limit)\n")
+    assert main(["nodes", "--plugins-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("LIMITS_MAX_BATCH", "many")
+    line = one_line_error(capsys, ["nodes", "--plugins-dir", str(tmp_path)])
+    assert line == "error: $LIMITS_MAX_BATCH must be a positive number of images, got 'many'"

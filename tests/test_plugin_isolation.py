@@ -1,5 +1,5 @@
-"""Plugins cannot stall or end the host: an import past its time budget is reported and skipped (and
-never registered, even when it finishes later); SystemExit, KeyboardInterrupt and GeneratorExit from a
+"""Plugins cannot stall or end the host: an import or a registration hook past its time budget is reported
+and skipped (and never registered, even when it finishes later); SystemExit, KeyboardInterrupt and GeneratorExit from a
 plugin are reported like any error; only a real Ctrl+C (SIGINT) still stops loading.
 
 The slow plugins block on a threading.Event the test owns (in-process) or forever (in a CLI
@@ -14,6 +14,7 @@ import types
 
 import pytest
 
+from nodegraph import RegistryError
 from nodegraph.plugins import IMPORT_TIMEOUT_ENV, import_timeout, load_registry
 
 from .test_plugins_loading import GOOD, by_name, cli, write_plugins
@@ -65,6 +66,45 @@ def nodegraph_register_types(registry):
     raise KeyboardInterrupt
 '''
 
+SLOW_HOOK = f'''
+import sys
+from nodegraph import SocketType, hookimpl, node
+
+STALL = SocketType("STALL", int, "#000000", description="Registered before the hook stalls; rolled back.")
+
+@node("stall/first", category="test")
+def first() -> STALL:
+    return 1
+
+@node("stall/late", category="test")
+def late() -> int:
+    return 2
+
+@hookimpl
+def nodegraph_register_types(registry):
+    registry.add_type(STALL)
+
+@hookimpl
+def nodegraph_register_nodes(registry):
+    registry.add_node(first)
+    gate = sys.modules["{GATE}"]
+    gate.entered.set()
+    gate.release.wait(60)  # without a budget, loading would wait here
+    try:
+        registry.add_node(late)
+    except Exception as err:
+        gate.refused = err
+'''
+
+FOREVER_HOOK = '''
+import threading
+from nodegraph import hookimpl
+
+@hookimpl
+def nodegraph_register_components(registry):
+    threading.Event().wait()
+'''
+
 AFTER = GOOD.replace("good/", "after/").replace("GREETING", "AFTER_GREETING")
 
 FOREVER = '''
@@ -82,7 +122,7 @@ def gate():
     yield module
     module.release.set()
     for thread in threading.enumerate():
-        if thread.name.startswith("nodegraph-plugin-import:"):
+        if thread.name.startswith(("nodegraph-plugin-import:", "nodegraph-plugin-register:")):
             thread.join(30)
     del sys.modules[GATE]
 
@@ -108,6 +148,39 @@ def test_a_plugin_past_its_import_budget_is_skipped_and_never_registered(tmp_pat
     assert not thread.is_alive()
     assert "slow/thing" not in registry.nodes
     assert not plugins["slow"].ok and plugins["slow"].node_ids == []
+
+
+def test_a_registration_hook_past_its_budget_is_skipped_and_rolled_back(tmp_path, gate, monkeypatch):
+    folder = write_plugins(tmp_path / "plugins", good=GOOD, stall=SLOW_HOOK, zzz_after=AFTER)
+    monkeypatch.setenv(IMPORT_TIMEOUT_ENV, "0.5")
+    start = time.monotonic()
+    registry, report = load_registry([folder], entry_points=False)
+    assert time.monotonic() - start < 30  # the hook waits up to 60 s
+    assert gate.entered.is_set()
+    plugins = by_name(report)
+    assert plugins["stall"].error.startswith("took longer than 0.5 s to run nodegraph_register_nodes; skipped")
+    assert IMPORT_TIMEOUT_ENV in plugins["stall"].error
+    assert "stall/first" not in registry.nodes and "STALL" not in registry.types  # rolled back
+    assert plugins["good"].ok and plugins["zzz_after"].ok
+    assert {"good/greet", "after/greet"} <= set(registry.nodes)
+
+    # the hook goes on in the background; what it registers from now on is refused
+    gate.release.set()
+    [thread] = [t for t in threading.enumerate() if t.name == "nodegraph-plugin-register:stall"]
+    thread.join(30)
+    assert not thread.is_alive()
+    assert isinstance(gate.refused, RegistryError) and "refused" in str(gate.refused)
+    assert "stall/late" not in registry.nodes and "stall/first" not in registry.nodes
+    assert plugins["stall"].node_ids == [] and plugins["stall"].type_names == []
+
+
+def test_a_registrar_refuses_registrations_once_closed():
+    registry, _ = load_registry(entry_points=False)
+    registrar = registry.registrar("late")
+    registrar.close()
+    with pytest.raises(RegistryError, match="after its hook ended"):
+        registrar.add_component("solver", "late_euler", object())
+    assert "late_euler" not in registry.component_names("solver")
 
 
 def test_the_budget_is_configurable():
@@ -150,13 +223,14 @@ sys.modules["{GATE}"].release.wait(60)
 
 def test_cli_plugins_returns_promptly_next_to_a_hanging_and_an_exiting_plugin(tmp_path, monkeypatch):
     folder = write_plugins(tmp_path / "plugins", good=GOOD, forever=FOREVER, interrupts=INTERRUPTS_ON_IMPORT,
-                           exits_hook=EXITS_IN_HOOK)
+                           exits_hook=EXITS_IN_HOOK, forever_hook=FOREVER_HOOK)
     monkeypatch.setenv(IMPORT_TIMEOUT_ENV, "0.5")
     proc = cli("plugins", "--plugins-dir", str(folder))  # a hang here raises TimeoutExpired
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert f"good 2.5 [folder {folder}]: 1 nodes" in lines
     failed = {line.split(" ", 1)[0]: line for line in lines if "FAILED" in line}
-    assert set(failed) == {"forever", "interrupts", "exits_hook"}, proc.stdout
+    assert set(failed) == {"forever", "interrupts", "exits_hook", "forever_hook"}, proc.stdout
     assert "took longer than 0.5 s to import; skipped" in failed["forever"]
+    assert "took longer than 0.5 s to run nodegraph_register_components; skipped" in failed["forever_hook"]
     assert "KeyboardInterrupt" in failed["interrupts"] and "SystemExit: 3" in failed["exits_hook"]

@@ -198,6 +198,58 @@ def test_folder_plugin_node_runs_in_a_workflow(mixed, tmp_path):
     assert result.outputs["g"] == {"greeting": "hello, plugins"}
 
 
+PACKAGE_INIT = '''
+from nodegraph import hookimpl, node
+
+from . import helpers
+from .helpers import suffix
+from .sub.deep import shout
+
+
+@node("relpkg/word", category="test")
+def word(text: str = "hi") -> str:
+    return shout(text) + suffix() + helpers.MARK
+
+
+@hookimpl
+def nodegraph_register_nodes(registry):
+    registry.add_node(word)
+'''
+
+
+def write_package(folder: Path, mark: str) -> Path:
+    """A package plugin `relpkg` whose modules import each other relatively (`.`, `..`, a subpackage)."""
+    package = folder / "relpkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text(PACKAGE_INIT)
+    (package / "helpers.py").write_text(f"MARK = {mark!r}\n\ndef suffix():\n    return '!'\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "deep.py").write_text("from .. import helpers\n\ndef shout(text):\n"
+                                             "    return text.upper() + helpers.MARK\n")
+    return folder
+
+
+def run_word(registry, tmp_path: Path) -> str:
+    workflow = Workflow.from_dict({"nodes": {"w": {"type": "relpkg/word", "inputs": {"text": "hey"}}}})
+    return Session(registry, device="cpu", output_dir=tmp_path / "out").run(workflow, outputs=["w"]).value("w")
+
+
+def test_a_package_plugin_with_relative_imports_loads(tmp_path):
+    folder = write_package(tmp_path / "plugins", mark="#")
+    registry, report = load_registry([folder], entry_points=False)
+    assert by_name(report)["relpkg"].ok, by_name(report)["relpkg"].error
+    assert run_word(registry, tmp_path) == "HEY#!#"
+
+
+def test_reloading_a_package_plugin_never_reuses_another_folders_submodules(tmp_path):
+    """Two folders with a package of the same name, loaded one after the other in one process: the
+    second must import its own helpers, not find the first one's still in sys.modules."""
+    load_registry([write_package(tmp_path / "first", mark="1")], entry_points=False)
+    registry, report = load_registry([write_package(tmp_path / "second", mark="2")], entry_points=False)
+    assert by_name(report)["relpkg"].ok, by_name(report)["relpkg"].error
+    assert run_word(registry, tmp_path) == "HEY2!2"
+
+
 def test_registry_refuses_core_ids_from_plugins_directly():
     registry, _ = load_registry(entry_points=False)
     mine = registry.registrar("mine")

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from nodegraph import NodeFailed, RunCancelled, Session, WorkflowInvalid
+from nodegraph import CancelToken, NodeFailed, RunCancelled, Session, WorkflowInvalid
 
 from . import engine_nodes
 from .helpers import EventLog, link, wf
@@ -194,6 +194,74 @@ def test_cancel_from_another_thread_between_nodes(registry):
     w.set("spin.finish_on_cancel", True)
     assert session.run(w, on_event=log)["out"]["value"] == 2.0
     assert log.nodes("node_cached") == ["spin"]
+
+
+def gated(name: str):
+    """a -> gate (held until GATES[name] is set) -> out."""
+    return wf({"a": {"type": "test/number", "inputs": {"value": 1.0}},
+               "gate": {"type": "test/gate", "inputs": {"value": link("a", "float"), "name": name}},
+               "out": {"type": "test/sink", "inputs": {"value": link("gate", "float")}}})
+
+
+class TwoRuns:
+    """Two runs of one session in threads: the first is held in its gate, the second waits behind it."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.first_id: int | None = None
+        self.first_inside = threading.Event()
+        self.outcomes: dict[str, object] = {}
+        self.logs = {"first": EventLog(), "second": EventLog()}
+        engine_nodes.GATES.update(first=threading.Event(), second=threading.Event())
+
+    def _run(self, name: str, token: CancelToken | None) -> None:
+        def on_event(event):
+            self.logs[name](event)
+            if name == "first" and event.kind == "node_start" and event.node == "gate":
+                self.first_id = event.run_id
+                self.first_inside.set()
+        try:
+            self.outcomes[name] = self.session.run(gated(name), on_event=on_event, cancel_token=token).value("out")
+        except RunCancelled as err:
+            self.outcomes[name] = err
+
+    def start(self, second_token: CancelToken | None = None) -> None:
+        self.threads = [threading.Thread(target=self._run, args=("first", None))]
+        self.threads[0].start()
+        assert self.first_inside.wait(60)
+        self.threads.append(threading.Thread(target=self._run, args=("second", second_token)))
+        self.threads[1].start()
+
+    def finish(self) -> None:
+        for event in engine_nodes.GATES.values():
+            event.set()
+        for thread in self.threads:
+            thread.join(60)
+
+
+def test_cancel_by_run_id_stops_that_run_only(registry):
+    runs = TwoRuns(Session(registry))
+    try:
+        runs.start()
+        assert runs.session.cancel(runs.first_id) is True
+    finally:
+        runs.finish()
+    assert isinstance(runs.outcomes["first"], RunCancelled) and "before node 'out'" in str(runs.outcomes["first"])
+    assert runs.outcomes["second"] == 1.0 and runs.logs["second"][-1].status == "ok"
+    assert runs.session.cancel(runs.first_id) is False  # a finished run is no longer registered
+
+
+def test_a_waiting_run_cancelled_by_its_token_never_starts_a_node_and_the_running_one_finishes(registry):
+    runs = TwoRuns(Session(registry))
+    second_token = CancelToken()
+    try:
+        runs.start(second_token)
+        second_token.cancel()
+    finally:
+        runs.finish()
+    assert runs.outcomes["first"] == 1.0 and runs.logs["first"][-1].status == "ok"
+    assert isinstance(runs.outcomes["second"], RunCancelled)
+    assert runs.logs["second"].nodes("node_start") == [] and runs.logs["second"][-1].status == "cancelled"
 
 
 def test_link_fed_widget_is_validated_at_run_time(registry):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,7 +17,7 @@ from nodegraph import Context, Session, can_connect, node
 from nodegraph.plugins import load_registry
 from nodes.sockets import IMAGE
 from ui.api import MAX_UPLOAD_BYTES
-from ui.app import build_app, create_server
+from ui.app import build_app, create_server, run_workflow_json
 from ui.serve import BackgroundServer
 
 
@@ -33,6 +35,23 @@ def slow_images(ctx: Context, steps: int = 50, hold: bool = False) -> IMAGE:
         ctx.cancel_token.wait(timeout=60)
         ctx.check_cancelled()
     return image
+
+
+GATE = SimpleNamespace(entered=threading.Event(), release=threading.Event())
+"""What `test/held` signals (`entered`) and waits for (`release`, set by the test)."""
+
+
+@node("test/held", category="test")
+def held(value: float = 1.0) -> float:
+    """Waits until the test sets GATE.release (at most a minute), then passes `value` on."""
+    GATE.entered.set()
+    GATE.release.wait(timeout=60)
+    return value
+
+
+@node("test/increment", category="test")
+def increment(value: float) -> float:
+    return value + 1
 
 
 def slow_graph(steps: int, hold: bool = True) -> dict:
@@ -56,7 +75,7 @@ def graph(size: int = 16, mode: str = "minmax", seed: int = 3) -> dict:
 @pytest.fixture(scope="module")
 def registry():
     reg, report = load_registry(entry_points=False)
-    reg.registrar("tests").add_node(slow_images)
+    reg.registrar("tests").add_nodes([slow_images, held, increment])
     return reg
 
 
@@ -194,6 +213,32 @@ def test_progress_preview_and_cancel(client):
     assert summary["status"] == "cancelled"
     events = client.get(f"/api/runs/{run}/events", headers=key).json()["events"]
     assert "slow" not in {e["node"] for e in events if e["kind"] == "node_done"}  # stopped inside the node
+
+
+def test_cancelling_an_api_run_leaves_a_gradio_run_of_the_same_session_running(client, blocks, tmp_path):
+    """The Gradio endpoint's run holds the session; an /api run waits behind it and is cancelled by its
+    client. Only that run stops: the Gradio run finishes, the /api run never starts a node."""
+    context = blocks.nodegraph_context
+    after = {"type": "test/increment", "inputs": {"value": {"from": "held", "output": "float"}}}
+    held_graph = {"nodes": {"held": {"type": "test/held", "inputs": {"value": 2.0}}, "after": after}}
+    answers = []
+    GATE.entered.clear()
+    GATE.release.clear()
+    gradio_run = threading.Thread(target=lambda: answers.append(
+        run_workflow_json(context.session, json.dumps(held_graph), tmp_path)))
+    gradio_run.start()
+    try:
+        assert GATE.entered.wait(60)
+        run, key = start_run(client, graph(size=8, seed=777))  # not cached: it has nodes to run
+        assert client.post(f"/api/runs/{run}/cancel", headers=key).json() == {"cancelled": True}
+    finally:
+        GATE.release.set()
+        gradio_run.join(60)
+    context.runs.wait(60)
+    [(summary, _)] = answers
+    assert summary["ok"] is True and summary["outputs"]["after"]["float"] == 3.0, summary
+    api_summary = client.get(f"/api/runs/{run}", headers=key).json()
+    assert api_summary["status"] == "cancelled" and api_summary["ran"] == [], api_summary
 
 
 def test_page_loads_the_editor_scripts(client):

@@ -15,12 +15,12 @@ from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from nodegraph import Session
 from nodegraph.plugins import load_registry
-from ui.app import build_app, create_server
+from ui.app import build_app, create_server, run_workflow_json
 
 LOCAL = "http://127.0.0.1:7860"
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
@@ -73,11 +73,19 @@ def confined(world, monkeypatch):
     assert snapshot(world["root"], world["out"]) == before
 
 
+ROOT_ALIASES = ["/", "/.", "/..", "//", "//etc", "/proc/self/root", "/proc/self/root/etc/passwd", "/etc/passwd"]
+"""The filesystem root and paths that lead to it or through it: never readable by a node."""
+
+
+def load_image(path: object) -> dict:
+    return {"nodes": {"load": {"type": "core/load_image", "inputs": {"path": path}}}}
+
+
 def tricks(outside: Path) -> st.SearchStrategy[str]:
     fixed = ["../x", "../../x", "../outside/pwn", "../outside/model.safetensors", "link/pwn", "link/../../pwn",
              str(outside / "pwn"), str(outside / "model.safetensors"), "/", "//x", ".", "..", "", "~/x",
              "..%2Fx", "%2e%2e/x", "%2e%2e%2fx", "....//x", "./../x", "sub/../../x", "..\\x", "x\x00y",
-             "C:\\x", "a" * 300, "x/" * 60 + "y", "../cwd/pwn", "\u202e../x", "NUL", "con.png"]
+             "C:\\x", "a" * 300, "x/" * 60 + "y", "../cwd/pwn", "\u202e../x", "NUL", "con.png", *ROOT_ALIASES]
     return st.one_of(st.sampled_from(fixed),
                      st.lists(st.sampled_from(["..", ".", "x", "link", "%2e%2e", "", "outside", "/"]),
                               min_size=1, max_size=6).map("/".join),
@@ -170,6 +178,10 @@ def test_posted_bodies(client, world, route):
 def test_runs_with_path_tricks(client, world):
     @FUZZ
     @given(workflow=runnable(world))
+    @example(workflow=load_image("/"))
+    @example(workflow=load_image("/."))
+    @example(workflow=load_image("//etc"))
+    @example(workflow=load_image("/proc/self/root"))
     def check(workflow: dict) -> None:
         response = client.post("/api/run", json=workflow)
         no_server_error(response)
@@ -184,6 +196,34 @@ def test_runs_with_path_tricks(client, world):
             no_server_error(client.get(f"/api/runs/{run}", headers=key))
 
     check()
+
+
+@pytest.mark.parametrize("path", ROOT_ALIASES)
+def test_load_image_of_the_root_or_an_alias_of_it_is_refused(client, world, path, tmp_path):
+    """Refused at validation as a literal (nothing runs), and as a linked value before the node starts:
+    no 500, and load_image never reads outside the roots."""
+    for route in ("/api/validate", "/api/run"):
+        response = client.post(route, json=load_image(path))
+        no_server_error(response)
+        answer = response.json()
+        assert answer["ok"] is False, (route, answer)
+        assert [(p["node"], p["input"], p["kind"]) for p in answer["problems"]] == [("load", "path", "path_refused")]
+        assert "outside the folders nodes may read" in answer["problems"][0]["message"]  # not merely too big
+    session = world["blocks"].nodegraph_context.session
+    summary, files = run_workflow_json(session, json.dumps(load_image(path)), tmp_path)  # the Gradio endpoint
+    assert summary["ok"] is False and summary["problems"][0]["kind"] == "path_refused" and files == []
+
+    linked = load_image({"from": "text", "output": "string"})
+    linked["nodes"]["text"] = {"type": "core/string", "inputs": {"value": path}}
+    started = client.post("/api/run", json=linked).json()
+    assert started["ok"], started
+    world["runs"].wait(60)
+    key = {"X-Run-Key": started["key"]}
+    run = client.get(f"/api/runs/{started['run']}", headers=key).json()
+    assert run["status"] == "failed" and run["error_node"] == "load", run
+    assert "outside the folders nodes may read" in run["error"]
+    events = client.get(f"/api/runs/{started['run']}/events", headers=key).json()["events"]
+    assert "load" not in [e.get("node") for e in events if e["kind"] == "node_start"]  # the node never ran
 
 
 def test_workflow_names(client, world):

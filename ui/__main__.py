@@ -1,12 +1,15 @@
-"""`python -m ui`: the editor with every server option (`nodegraph ui` passes the common ones).
+"""`python -m ui`: the editor, with the options of `nodegraph ui` (minus plugin selection).
 
     python -m ui [workflow.json] [--host H] [--port P] [--token T] [--allowed-host NAME ...]
-                 [--allowed-origin ORIGIN ...] [--plugins-dir DIR ...]
+                 [--allowed-origin ORIGIN ...] [--read-root DIR ...] [--plugins-dir DIR ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from nodegraph import SettingError
 
 from .app import main
 
@@ -19,7 +22,13 @@ parser.add_argument("--allowed-host", action="append", default=[], dest="allowed
                     help="accept this Host name besides the loopback names (repeatable)")
 parser.add_argument("--allowed-origin", action="append", default=[], dest="allowed_origins",
                     help="accept requests from this Origin besides the server's own (repeatable)")
+parser.add_argument("--read-root", action="append", default=[], dest="read_roots",
+                    help="a folder nodes may read besides the working folder (repeatable)")
 parser.add_argument("--plugins-dir", action="append", default=[], dest="plugins_dir")
 args = parser.parse_args()
-main(args.workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir, token=args.token,
-     allowed_hosts=args.allowed_hosts, allowed_origins=args.allowed_origins)
+try:
+    main(args.workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir, token=args.token,
+         allowed_hosts=args.allowed_hosts, allowed_origins=args.allowed_origins, read_roots=args.read_roots)
+except SettingError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from nodegraph import NodeFailed, RunCancelled, Session, Workflow, WorkflowFormatError, atomic_write_bytes
+from nodegraph.settings import check_settings
 
 from .api import MAX_UPLOAD_BYTES, build_router
 from .guard import GuardConfig, install_guard, new_token
@@ -155,13 +156,19 @@ def start_url(host: str, port: int, config: GuardConfig) -> str:
 
 def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
          plugin_dirs: list[str] | None = None, token: str | None = None,
-         allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None) -> None:
-    """Start the editor and block until interrupted (`nodegraph ui`, `python -m ui`)."""
+         allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None,
+         read_roots: list[str] | None = None, disabled_plugins: list[str] | None = None,
+         only_plugins: list[str] | None = None) -> None:
+    """Start the editor and block until interrupted (`nodegraph ui`, `python -m ui`).
+
+    Nodes may read the working folder, `read_roots` and $NODEGRAPH_READ_ROOTS; they write to ./outputs.
+    `disabled_plugins` / `only_plugins` select plugins as `nodegraph run` does (built-ins always load)."""
     import uvicorn
 
     from nodegraph.plugins import load_registry
 
-    registry, report = load_registry(plugin_dirs or [])
+    registry, report = load_registry(plugin_dirs or [], disabled=disabled_plugins or (), only=only_plugins)
+    check_settings(registry)  # a bad NODEGRAPH_* value stops the start, not a run much later
     for failure in report.failures:
         print(f"warning: plugin {failure.name} failed to load: {failure.error}", file=sys.stderr)
     initial = None
@@ -178,7 +185,7 @@ def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
         if host in ("0.0.0.0", "::") and config.hosts == {"127.0.0.1", "localhost", "::1"}:
             print("note: only loopback Host names are accepted; pass --allowed-host NAME (or "
                   "NODEGRAPH_ALLOWED_HOSTS) for the name other machines use", file=sys.stderr)
-    root = Path.cwd()
-    blocks = build_app(Session(registry, output_dir="outputs", input_roots=[root]), initial=initial)
+    session = Session(registry, output_dir="outputs", read_roots=[Path.cwd(), *(read_roots or [])])
+    blocks = build_app(session, initial=initial)
     print(f"nodegraph editor on {start_url(host, port, config)}", file=sys.stderr, flush=True)
     uvicorn.run(create_server(blocks, config), host=host, port=port, log_level="warning")

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodegraph import Event, NodeFailed, RunCancelled, Session, Workflow, WorkflowInvalid
-from nodegraph.validate import Plan, Problem, compile_workflow
+from nodegraph import CancelToken, Event, NodeFailed, RunCancelled, Session, Workflow, WorkflowInvalid
+from nodegraph.validate import Plan, Problem
 
 MAX_EVENTS = 20_000
 """Events kept per run; beyond it, progress events are dropped (the last one per node still shows)."""
@@ -70,8 +70,9 @@ def display_targets(plan: Plan) -> list[str]:
 
 
 def problems_of(workflow: Workflow, session: Session) -> list[Problem]:
+    """Every problem of `workflow`, its paths checked against the session's own roots."""
     try:
-        compile_workflow(workflow, session.registry)
+        session.compile(workflow)
     except WorkflowInvalid as err:
         return err.problems
     return []
@@ -82,6 +83,8 @@ class RunRecord:
     id: int
     key: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
     """The run's secret, returned only to the client that started it; needed to read or cancel the run."""
+    token: CancelToken = field(default_factory=CancelToken, repr=False)
+    """Cancels this run only (not a run the Gradio endpoint started on the same session)."""
     status: str = "running"  # running | ok | failed | cancelled
     events: list[dict[str, Any]] = field(default_factory=list)
     images: dict[str, list[bytes]] = field(default_factory=dict)
@@ -126,7 +129,6 @@ class RunManager:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._current: RunRecord | None = None
 
     @property
     def busy(self) -> bool:
@@ -141,7 +143,6 @@ class RunManager:
             self.runs[record.id] = record
             for old in sorted(self.runs)[:-8]:  # keep the last few runs' images only
                 del self.runs[old]
-            self._current = record
             self._thread = threading.Thread(target=self._run, args=(workflow, record), daemon=True,
                                             name=f"nodegraph-ui-run-{record.id}")
             self._thread.start()
@@ -153,12 +154,11 @@ class RunManager:
             thread.join(timeout)
 
     def cancel(self, record: RunRecord) -> bool:
-        """Cancel `record` if it is the run in progress (never another client's run)."""
-        with self._lock:
-            if not self.busy or self._current is not record or record.status != "running":
-                return False
-            self.session.cancel()
-            return True
+        """Cancel `record` if it has not finished; its own token, so no other run is touched."""
+        if record.status != "running":
+            return False
+        record.token.cancel()
+        return True
 
     def _on_event(self, record: RunRecord, event: Event) -> None:
         data = event.as_dict()
@@ -178,7 +178,8 @@ class RunManager:
         started = time.perf_counter()
         try:
             plan = self.session.compile(workflow)
-            result = self.session.run(plan, outputs=display_targets(plan), on_event=lambda e: self._on_event(record, e))
+            result = self.session.run(plan, outputs=display_targets(plan), on_event=lambda e: self._on_event(record, e),
+                                      cancel_token=record.token)
             record.outputs, images = collect_outputs(self.session, workflow, result.outputs)
             record.images = images
             record.ran, record.cached = result.ran, result.cached

@@ -21,7 +21,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import threading
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -40,7 +39,7 @@ from torch.nn.modules.module import (
     register_module_parameter_registration_hook,
 )
 
-from nodegraph import Context, InputPath, OutputPath, atomic_path, node
+from nodegraph import Context, InputPath, OutputPath, atomic_path, node, positive_env_number
 
 from ..sockets import BACKBONE, CLASSIFIER
 from .architectures import Architecture, builtin_architectures
@@ -75,17 +74,9 @@ class CheckpointError(ValueError):
 
 def max_parameters() -> int:
     """The parameter limit in force: $NODEGRAPH_MAX_PARAMETERS (read now, so a test or a deployment can
-    change it without re-importing) or DEFAULT_MAX_PARAMETERS. Accepts "2e9", "2_000_000_000"."""
-    raw = os.environ.get(MAX_PARAMETERS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_PARAMETERS
-    try:
-        value = float(raw.replace("_", ""))
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value) or value < 1:
-        raise ValueError(f"${MAX_PARAMETERS_ENV} must be a positive number of parameters, got {raw!r}")
-    return int(value)
+    change it without re-importing) or DEFAULT_MAX_PARAMETERS. Accepts "2e9", "2_000_000_000"; a
+    value that is not a number of at least 1 raises SettingError (a ValueError) naming the variable."""
+    return int(positive_env_number(MAX_PARAMETERS_ENV, DEFAULT_MAX_PARAMETERS, "parameters", minimum=1))
 
 
 @dataclass(frozen=True)
