@@ -96,6 +96,21 @@ def test_unet_attention_layers_are_attention_sites(sd15):
     assert all(site.processor is DEFAULT_PROCESSOR for site in sites.values())
 
 
+def test_a_lora_twin_offers_its_own_layers_not_its_bases(sd15):
+    from nodes.families.lora import with_parameters
+
+    field, _ = sd15
+    base = field.backbone
+    name = "down_blocks.0.attentions.0.transformer_blocks.0.attn2"
+    attention_modules(base)  # the base has found its sites before the twin is made
+    weight = base.model.get_submodule(name).to_q.weight
+    twin = with_parameters(base, {f"model.{name}.to_q.weight": weight * 2})
+    sites = attention_modules(twin)
+    assert sites[name].module is twin.model.get_submodule(name) is not base.model.get_submodule(name)
+    assert all(site.module is twin.model.get_submodule(n) for n, site in sites.items())
+    assert attention_modules(base)[name].module is base.model.get_submodule(name)
+
+
 def test_a_layer_with_a_foreign_processor_is_refused_and_nothing_stays_swapped(sd15_folder):
     field, _ = load(sd15_folder)
     sites = attention_modules(field.backbone)

@@ -73,13 +73,14 @@ class UNetBackbone(DiffusersBackbone):
         self.path = path
         self.needs_time_ids = getattr(model.config, "addition_embed_type", None) == "text_time"
         self.latent_grid = LatentGrid()
-        self._attention_sites: dict[str, DiffusersAttentionSite] | None = None
+        self._attention_sites: tuple[nn.Module, dict[str, DiffusersAttentionSite]] | None = None
 
     def attention_sites(self) -> dict[str, DiffusersAttentionSite]:
-        """The U-Net's attention layers as our attention sites (found once: the module tree does not change)."""
-        if self._attention_sites is None:
-            self._attention_sites = diffusers_attention_sites(self.model, self.latent_grid)
-        return self._attention_sites
+        """The U-Net's attention layers as our attention sites, found once per U-Net object: a LoRA twin
+        (nodes/families/lora.py) has its own `model`, so it finds its own layers, not its base's."""
+        if self._attention_sites is None or self._attention_sites[0] is not self.model:
+            self._attention_sites = (self.model, diffusers_attention_sites(self.model, self.latent_grid))
+        return self._attention_sites[1]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         fields = ("tokens", "pooled", "time_ids") if self.needs_time_ids else ("tokens",)
