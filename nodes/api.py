@@ -22,7 +22,8 @@ Paths        `GaussianPath` (alpha, beta, d_alpha, d_beta, config); registered a
 Architectures `Backbone` (an nn.Module with arch, config, prediction; forward(x, t, cond)) and
              `Architecture(cls, kind)` registered as ("architecture", cls.arch): the built-in
              checkpoint nodes then save and load it. Attention through `Attention` (swappable
-             processors, see nodes.models.attention) makes a backbone editable by prompt-to-prompt.
+             processors, see nodes.models.attention), or an `attention_sites()` method offering a
+             foreign model's layers as sites, makes a backbone editable by prompt-to-prompt.
 Families     `ModelFamily` registered as ("family", name): a pretrained pipeline family (its pipeline class
              names, denoiser folder, text parts, backbone and text-encoder makers, single-file reader)
              that core/load_pipeline and core/load_checkpoint then load (see docs/pretrained.md).
@@ -60,7 +61,7 @@ from .families.family import ModelFamily
 from .fields import CountingField, FieldWrapper, ModelField, VectorField, wrap_field
 from .guidance import CFGField, CombineFn, ConditionPair, GuidanceMethod, cfg_combine
 from .models.architectures import Architecture
-from .models.attention import Attention, AttentionProcessor, attention_processor
+from .models.attention import Attention, AttentionLayer, AttentionProcessor, AttentionSite, attention_processor
 from .models.base import Backbone
 from .models.checkpoint import CheckpointError, load_model, read_metadata, save_model
 from .models.layers import class_labels, text_context, timestep_embedding
@@ -90,7 +91,8 @@ from .sockets import (
 from .solvers import Callback, Solver, SolverFn
 
 __all__ = [
-    "API_VERSION", "Architecture", "Attention", "AttentionProcessor", "BACKBONE", "Backbone", "BatchSize", "CFGField",
+    "API_VERSION", "Architecture", "Attention", "AttentionLayer", "AttentionProcessor", "AttentionSite", "BACKBONE",
+    "Backbone", "BatchSize", "CFGField",
     "CheckpointEvery", "Dropout", "EmaDecay", "GradClip", "LearningRate", "TrainingSteps", "WeightDecay",
     "CLASSIFIER", "CONDITIONING", "Callback", "CheckpointError", "CombineFn", "Condition", "ConditionPair",
     "CountingField", "DATASET", "DIT", "FieldWrapper", "GUIDANCE", "GaussianPath", "GuidanceMethod",

@@ -26,6 +26,15 @@ def test_word_swap_one_to_many_when_a_word_splits():
     assert torch.allclose(mapped[:, 3], attention[:, 2])
 
 
+def test_word_swap_keeps_pieces_of_words_split_alike():
+    # [BOS] cat on gr·ass [EOS] -> [BOS] dog on gr·ass [EOS]: each piece of "grass" keeps its own column
+    ids = [None, 0, 1, 2, 2, None]
+    assert torch.equal(word_swap_mapping(ids, ids), torch.eye(6))
+    mapping = word_swap_mapping([None, 0, 1, 1, None], [None, 0, 0, 0, 1, 1, None])
+    assert mapping[2, 4] == 1 and mapping[3, 5] == 1 and mapping[2, 5] == 0  # piece to piece
+    assert mapping[1, 1] == mapping[1, 2] == mapping[1, 3] == 1  # one piece to three
+
+
 def test_word_swap_refuses_different_word_counts():
     try:
         word_swap_mapping([None, 0, None], [None, 0, 1, None])

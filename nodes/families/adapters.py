@@ -7,7 +7,9 @@ The adapters own the family's conventions, so every solver, guidance and editing
   SD3 and Flux output eps - x0, the negative of our velocity dx/dt = x0 - eps, so the adapter negates it;
 - layout: Flux works on 2x2 patches of the latent (packed to tokens); the adapter packs and unpacks, so
   LATENT stays (B, C, H, W) everywhere else;
-- dtype: latents and times stay float32 outside; inputs are cast to the model's dtype and back.
+- dtype: latents and times stay float32 outside; inputs are cast to the model's dtype and back;
+- attention: a U-Net's attention layers are our attention sites (`attention_sites`, see `attention`), so
+  prompt-to-prompt controllers edit them as they edit our own backbones.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 from ..conditioning import Condition
 from ..models.base import Backbone
 from ..schedules import DiscreteDDPMPath
+from .attention import DiffusersAttentionSite, LatentGrid, diffusers_attention_sites
 
 
 def _model_dtype(module: nn.Module) -> torch.dtype:
@@ -59,7 +62,8 @@ class DiffusersBackbone(Backbone):
 class UNetBackbone(DiffusersBackbone):
     """UNet2DConditionModel (SD 1.x/2.x, SDXL) on a DDPM schedule: tau = (1 - t) N - 1.
 
-    SDXL's U-Net also takes the pooled text vector and the six size/crop numbers (`extras["time_ids"]`)."""
+    SDXL's U-Net also takes the pooled text vector and the six size/crop numbers (`extras["time_ids"]`).
+    Its attn1 / attn2 layers are offered as attention sites; `latent_grid` tells them their feature-map size."""
 
     arch = "diffusers_unet"
     family = "sd"
@@ -68,12 +72,22 @@ class UNetBackbone(DiffusersBackbone):
         super().__init__(model, prediction)
         self.path = path
         self.needs_time_ids = getattr(model.config, "addition_embed_type", None) == "text_time"
+        self.latent_grid = LatentGrid()
+        self._attention_sites: tuple[nn.Module, dict[str, DiffusersAttentionSite]] | None = None
+
+    def attention_sites(self) -> dict[str, DiffusersAttentionSite]:
+        """The U-Net's attention layers as our attention sites, found once per U-Net object: a LoRA twin
+        (nodes/families/lora.py) has its own `model`, so it finds its own layers, not its base's."""
+        if self._attention_sites is None or self._attention_sites[0] is not self.model:
+            self._attention_sites = (self.model, diffusers_attention_sites(self.model, self.latent_grid))
+        return self._attention_sites[1]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         fields = ("tokens", "pooled", "time_ids") if self.needs_time_ids else ("tokens",)
         c = self._condition(cond, x, *fields)
         added = {"text_embeds": c.pooled, "time_ids": c.extras["time_ids"]} if self.needs_time_ids else None
         timestep = self.path.timestep(t.expand(x.shape[0])).to(device=x.device, dtype=torch.float32)
+        self.latent_grid.size = (x.shape[-2], x.shape[-1])
         out = self.model(x.to(self.dtype), timestep, encoder_hidden_states=c.tokens, added_cond_kwargs=added,
                          return_dict=False)[0]
         return out.to(x.dtype)

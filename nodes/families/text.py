@@ -24,6 +24,7 @@ from torch import nn
 
 from ..conditioning import Condition
 from ..models.base import execution_device
+from ..text.words import PromptTokens, from_word_ends
 
 
 class PaddedTokenizer:
@@ -48,6 +49,11 @@ class PaddedTokenizer:
             room = self.length - self.tokenizer.num_special_tokens_to_add()
             return self.tokenizer.decode(ids[room:]).strip() if len(ids) > room else ""
 
+    def prompt_tokens(self, prompt: str) -> PromptTokens:
+        """The padded tokens with their words, CLIP's way: a word's last BPE piece ends in "</w>"."""
+        with self._lock:
+            return from_word_ends(self.tokenizer, prompt, self.length)
+
 
 class FamilyTextEncoder(nn.Module):
     """Base: `encode(prompts) -> Condition`, `dropped(prompts)`, the tokenizers in `tokenizers`."""
@@ -69,6 +75,16 @@ class FamilyTextEncoder(nn.Module):
 
     def encode(self, prompts: Sequence[str]) -> Condition:
         raise NotImplementedError
+
+    def prompt_tokens(self, prompt: str, length: int) -> PromptTokens:
+        """The words of the first (CLIP) tokenizer's tokens, when they are the condition's `length` tokens (SD
+        1.x/2.x, SDXL: position i of the condition is CLIP token i); word-level edits need that."""
+        words = self.tokenizers[0]
+        if words.length != length:
+            raise ValueError(f"{type(self).__name__}: the condition has {length} tokens, not the {words.length} of "
+                             "its CLIP tokenizer, so its token positions are not words (word-level attention editing "
+                             "supports SD 1.x/2.x and SDXL)")
+        return words.prompt_tokens(prompt)
 
 
 def _frozen(*models: nn.Module) -> None:

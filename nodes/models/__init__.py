@@ -3,7 +3,9 @@
 from .attention import (
     DEFAULT_PROCESSOR,
     Attention,
+    AttentionLayer,
     AttentionProcessor,
+    AttentionSite,
     DefaultProcessor,
     attention_modules,
     attention_probs,
@@ -12,5 +14,6 @@ from .attention import (
 )
 from .unet import UNet
 
-__all__ = ["DEFAULT_PROCESSOR", "Attention", "AttentionProcessor", "DefaultProcessor", "UNet", "attention_modules",
-           "attention_probs", "attention_processor", "set_attention_processor"]
+__all__ = ["DEFAULT_PROCESSOR", "Attention", "AttentionLayer", "AttentionProcessor", "AttentionSite",
+           "DefaultProcessor", "UNet", "attention_modules", "attention_probs", "attention_processor",
+           "set_attention_processor"]

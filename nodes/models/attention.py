@@ -6,6 +6,11 @@ The default processor is `F.scaled_dot_product_attention`; a controller (prompt-
 processor that reads or replaces the probabilities softmax(q k^T / sqrt(d)), so editing attention
 needs no change to the model. Each module carries a stable `name` (its path in the model),
 `is_cross` and the spatial `resolution` (H, W) of the feature map its queries come from.
+
+Models whose attention is not built from `Attention` (diffusers U-Nets) join through adapters: any
+submodule with an `attention_sites()` method contributes its sites to `attention_modules`, each with a
+`name`, `is_cross` and a `processor` to read and set (see nodes/families/attention.py). Processors
+only ever see an `AttentionLayer`: name, heads, is_cross, resolution.
 """
 
 from __future__ import annotations
@@ -19,11 +24,30 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class AttentionLayer(Protocol):
+    """What a processor may read about the layer it computes: `name` (its path in the model), `heads`,
+    `is_cross`, and `resolution` (H, W) of the feature map its queries come from (None if not a map)."""
+
+    name: str
+    heads: int
+    is_cross: bool
+    resolution: tuple[int, int] | None
+
+
 class AttentionProcessor(Protocol):
     """Computes attention from projected q, k, v (B, heads, L, d); mask (B, Lk) bool (True = attend) or None."""
 
-    def __call__(self, attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    def __call__(self, attn: AttentionLayer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  mask: torch.Tensor | None, is_cross: bool) -> torch.Tensor: ...
+
+
+class AttentionSite(Protocol):
+    """Where a processor is installed: an `Attention` module, or an adapter over a foreign model's layer.
+    Setting `processor` to DEFAULT_PROCESSOR gives the layer back its own fastest path."""
+
+    name: str
+    is_cross: bool
+    processor: AttentionProcessor
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -37,7 +61,7 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None)
 class DefaultProcessor:
     """softmax(q k^T / sqrt(d)) v through torch's fused `scaled_dot_product_attention`."""
 
-    def __call__(self, attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    def __call__(self, attn: AttentionLayer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  mask: torch.Tensor | None, is_cross: bool) -> torch.Tensor:
         attn_mask = None if mask is None else mask[:, None, None, :]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
@@ -111,36 +135,57 @@ def name_attention_modules(model: nn.Module) -> None:
             module.name = path
 
 
-def attention_modules(model: nn.Module) -> dict[str, Attention]:
-    """The model's attention modules by name, in forward order of construction."""
-    return {m.name: m for m in model.modules() if isinstance(m, Attention)}
+def attention_modules(model: nn.Module) -> dict[str, AttentionSite]:
+    """The model's attention sites by name, in module order: its `Attention` modules and the sites of every
+    submodule that offers `attention_sites()` (an adapter of a foreign model; it answers for its subtree)."""
+    sites: dict[str, AttentionSite] = {}
+    pending = [model]
+    while pending:
+        module = pending.pop()
+        if isinstance(module, Attention):
+            sites[module.name] = module
+            continue
+        offered = getattr(module, "attention_sites", None)
+        if callable(offered):
+            sites.update(offered())
+            continue
+        pending.extend(reversed(list(module.children())))
+    return sites
 
 
 ProcessorSpec = AttentionProcessor | dict[str, AttentionProcessor] | None
 
 
 def set_attention_processor(model: nn.Module, processor: ProcessorSpec,
-                            where: Callable[[Attention], bool] | None = None) -> dict[str, AttentionProcessor]:
-    """Install `processor` in every attention module (or those `where(attn)` selects; a dict maps names).
+                            where: Callable[[AttentionSite], bool] | None = None) -> dict[str, AttentionProcessor]:
+    """Install `processor` at every attention site (or those `where(site)` selects; a dict maps names).
 
     None restores the default. Returns the previous processors by name, so a caller can put them back.
+    A site that refuses the processor (an adapter that cannot stand in for a layer) raises, and the
+    sites changed before it are put back first, so the model is never left half swapped.
     """
+    sites = attention_modules(model)
     previous: dict[str, AttentionProcessor] = {}
-    for name, attn in attention_modules(model).items():
-        previous[name] = attn.processor
-        if isinstance(processor, dict):
-            if name in processor:
-                attn.processor = processor[name]
-            continue
-        if where is not None and not where(attn):
-            continue
-        attn.processor = DEFAULT_PROCESSOR if processor is None else processor
+    try:
+        for name, site in sites.items():
+            previous[name] = site.processor
+            if isinstance(processor, dict):
+                if name in processor:
+                    site.processor = processor[name]
+                continue
+            if where is not None and not where(site):
+                continue
+            site.processor = DEFAULT_PROCESSOR if processor is None else processor
+    except Exception:
+        for name, kept in previous.items():
+            sites[name].processor = kept
+        raise
     return previous
 
 
 @contextlib.contextmanager
 def attention_processor(model: nn.Module, processor: AttentionProcessor,
-                        where: Callable[[Attention], bool] | None = None) -> Iterator[nn.Module]:
+                        where: Callable[[AttentionSite], bool] | None = None) -> Iterator[nn.Module]:
     """Use `processor` inside a `with` block and restore the previous processors afterwards.
 
     Models are cached values shared between nodes, so a node should swap processors only this way.

@@ -3,8 +3,9 @@
 Attention maps have one column per token. To carry the source's cross-attention into the target
 run we need, for each target token, which source token(s) it stands for:
 
-* word swap (same number of words): token j of target word w takes the mean over the tokens of
-  source word w (one-to-many when a word splits into a different number of word pieces);
+* word swap (same number of words): token j of target word w takes token j of source word w when
+  both split into as many pieces (unchanged words keep their maps piece by piece, e.g. CLIP's
+  g·r·a·s·s), else the mean over the tokens of source word w (one-to-many);
 * refine (words added or changed): a global alignment (Needleman–Wunsch) of the token id
   sequences; aligned target tokens take their source column, new tokens keep their own.
 
@@ -33,7 +34,7 @@ def word_spans(word_ids: Sequence[int | None]) -> tuple[list[int], dict[int, lis
 
 def word_swap_mapping(source_word_ids: Sequence[int | None], target_word_ids: Sequence[int | None],
                       source_length: int | None = None, target_length: int | None = None) -> torch.Tensor:
-    """M (L_src, L_tgt) for prompts with the same number of words.
+    """M (L_src, L_tgt) for prompts with the same number of words (see the module doc for each word).
 
     Special tokens map to the special token in the same order ([CLS] to [CLS], [SEP] to [SEP]);
     positions beyond both prompts (padding) map to themselves where they exist on both sides.
@@ -50,6 +51,9 @@ def word_swap_mapping(source_word_ids: Sequence[int | None], target_word_ids: Se
         mapping[src, tgt] = 1.0
     for (_, src_positions), (_, tgt_positions) in zip(sorted(src_words.items()), sorted(tgt_words.items()),
                                                       strict=True):
+        if len(src_positions) == len(tgt_positions):
+            mapping[src_positions, tgt_positions] = 1.0
+            continue
         for tgt in tgt_positions:
             mapping[src_positions, tgt] = 1.0 / len(src_positions)
     for position in range(max(len(source_word_ids), len(target_word_ids)), min(rows, cols)):

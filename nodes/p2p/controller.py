@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nodes.models.attention import DEFAULT_PROCESSOR, Attention, attention_probs
+from nodes.models.attention import DEFAULT_PROCESSOR, AttentionLayer, attention_probs
 
 
 @dataclass
@@ -58,13 +58,13 @@ class EditController:
     def _edits_cross(self) -> bool:
         return self.plan is not None and bool((self.t < self.plan.cross_windows).any())
 
-    def _edits_self(self, attn: Attention) -> bool:
+    def _edits_self(self, attn: AttentionLayer) -> bool:
         if self.plan is None or self.t >= self.plan.self_window or attn.resolution is None:
             return False
         height, width = attn.resolution
         return height * width <= self.plan.self_max_tokens
 
-    def __call__(self, attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    def __call__(self, attn: AttentionLayer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  mask: torch.Tensor | None, is_cross: bool) -> torch.Tensor:
         edit = self._edits_cross() if is_cross else self._edits_self(attn)
         keep = self.store_rows > 0 and is_cross

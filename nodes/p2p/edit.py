@@ -19,33 +19,25 @@ from nodes.broadcast import batch_times
 from nodes.conditioning import Condition
 from nodes.fields import ModelField, VectorField
 from nodes.guidance import cfg_combine
-from nodes.models.attention import attention_processor
+from nodes.models.attention import attention_modules, attention_processor
+from nodes.text.words import PromptTokens
 
 from .alignment import refine_mapping, word_swap_mapping
 from .controller import EditController, EditPlan, blend_mask
 
 
-@dataclass(frozen=True)
-class PromptTokens:
-    """A tokenized prompt: ids, word index per token (None for special tokens), words' texts."""
-
-    ids: list[int]
-    word_ids: list[int | None]
-    words: list[str]
-
-    def positions(self, wanted: set[str]) -> list[int]:
-        """Token positions of the words in `wanted` (lower case, punctuation ignored)."""
-        return [p for p, w in enumerate(self.word_ids) if w is not None and self.words[w] in wanted]
+def require_cross_attention(backbone: torch.nn.Module) -> None:
+    """Refuse a backbone none of whose attention sites is cross-attention: nothing there to edit or to show."""
+    if not any(site.is_cross for site in attention_modules(backbone).values()):
+        raise ValueError(f"{type(backbone).__name__} has no cross-attention layer our attention processors reach "
+                         "(our text-conditioned backbones and SD 1.x/2.x / SDXL U-Nets have them)")
 
 
-def tokenize(tokenizer, prompt: str, length: int) -> PromptTokens:
-    encoding = tokenizer(prompt, padding="max_length", truncation=True, max_length=length)
-    word_ids = list(encoding.word_ids())
-    words: list[str] = []
-    for word in range(max((w for w in word_ids if w is not None), default=-1) + 1):
-        span = encoding.word_to_chars(word)
-        words.append(prompt[span.start:span.end].lower() if span is not None else "")
-    return PromptTokens(list(encoding["input_ids"]), word_ids, words)
+def encode_with_null(encoder, prompts: list[str]) -> tuple[list[Condition], Condition]:
+    """Each prompt's condition and the null (""), encoded in one batch so that all have one token count."""
+    batch = encoder.encode([*prompts, ""])
+    count = len(prompts)
+    return [batch.select(slice(i, i + 1)) for i in range(count)], batch.select(slice(count, count + 1))
 
 
 def parse_words(text: str) -> set[str]:

@@ -15,7 +15,15 @@ from nodes.annotations import Unit as Fraction
 from nodes.image_io import pil_to_tensor, tensor_to_pil
 from nodes.sockets import IMAGE, MODEL_FIELD, SOLVER, TENSOR, TEXT_ENCODER, TIME_GRID, VECTOR_FIELD
 
-from .edit import LocalBlend, MapRecordingField, PromptToPromptField, build_plan, parse_words, tokenize
+from .edit import (
+    LocalBlend,
+    MapRecordingField,
+    PromptToPromptField,
+    build_plan,
+    encode_with_null,
+    parse_words,
+    require_cross_attention,
+)
 
 
 @node("core/p2p_edit", category="attention editing", display_name="Prompt-to-prompt edit")
@@ -34,13 +42,16 @@ def p2p_edit(field: MODEL_FIELD, encoder: TEXT_ENCODER, source_prompt: str = "a 
     self_replace_max_tokens positions. replace: word swap (same number of words); refine: words
     added (global token alignment); reweight: scale the attention of reweight_words by
     reweight_scale (also on top of the other edits). blend_words: only where those words attend may
-    the target differ from the source (local blend, from t = blend_start)."""
+    the target differ from the source (local blend, from t = blend_start). Works on our text-conditioned
+    backbones and on SD 1.x/2.x and SDXL U-Nets (core/load_pipeline; there set self_replace_max_tokens to
+    256 for 512 px, the paper's 16x16)."""
     if not isinstance(word_windows, dict) or not all(isinstance(v, (int, float)) for v in word_windows.values()):
         raise ValueError("word_windows must map words to fractions, e.g. {\"square\": 0.5}")
+    require_cross_attention(field.backbone)
     target_prompt = target_prompt or source_prompt
-    both = encoder.encode([source_prompt, target_prompt])
-    length = both.tokens.shape[1]
-    source, target = (tokenize(encoder.tokenizer, p, length) for p in (source_prompt, target_prompt))
+    (source_cond, target_cond), null = encode_with_null(encoder, [source_prompt, target_prompt])
+    length = null.tokens.shape[1]
+    source, target = (encoder.prompt_tokens(p, length) for p in (source_prompt, target_prompt))
     reweight = {w: reweight_scale for w in parse_words(reweight_words)}
     if edit == "reweight" and not reweight:
         raise ValueError("edit 'reweight' needs reweight_words")
@@ -53,8 +64,7 @@ def p2p_edit(field: MODEL_FIELD, encoder: TEXT_ENCODER, source_prompt: str = "a 
         blend = LocalBlend(source.positions(wanted), target.positions(wanted), blend_start, blend_threshold)
         if not blend.source_positions and not blend.target_positions:
             raise ValueError(f"blend words {sorted(wanted)} occur in neither prompt")
-    return PromptToPromptField(field, both.select(slice(0, 1)), both.select(slice(1, 2)),
-                               encoder.encode([""], length=length), guidance, plan, blend)
+    return PromptToPromptField(field, source_cond, target_cond, null, guidance, plan, blend)
 
 
 @node("core/p2p_pair", category="attention editing", display_name="Source/target noise pair")
@@ -89,8 +99,8 @@ def attention_maps(ctx: Context, field: MODEL_FIELD, encoder: TEXT_ENCODER, nois
                    method: Annotated[SOLVER, Choice("solver")] = "euler") -> IMAGE:
     """Generate from `prompt` on `grid` with any registered solver and show where each word's tokens attend:
     cross-attention averaged over heads, layers (at the largest resolution) and field evaluations, per token."""
-    cond = encoder.encode([prompt])
-    null = encoder.encode([""], length=cond.tokens.shape[1])
+    require_cross_attention(field.backbone)
+    (cond,), null = encode_with_null(encoder, [prompt])
     recorder = MapRecordingField(field, cond, null, guidance)
     with torch.no_grad():
         method(recorder, noise[:1].to(ctx.device), grid, None, ctx.progress)
@@ -104,7 +114,7 @@ def attention_maps(ctx: Context, field: MODEL_FIELD, encoder: TEXT_ENCODER, nois
             layer = F.interpolate(layer, size=size, mode="bilinear", align_corners=False)[:, 0]
             total = layer if total is None else total + layer
             count += 1
-    tokens = tokenize(encoder.tokenizer, prompt, cond.tokens.shape[1])
+    tokens = encoder.prompt_tokens(prompt, cond.tokens.shape[1])
     keep = [p for p, w in enumerate(tokens.word_ids) if w is not None]
-    labels = [encoder.tokenizer.convert_ids_to_tokens(tokens.ids[p]) for p in keep]
+    labels = [tokens.pieces[p] for p in keep]
     return render_token_maps(total[keep] / max(count, 1), labels).to(ctx.device)

@@ -19,6 +19,7 @@ from nodegraph import Bundled, Context, InputPath, Widget, node
 
 from ..conditioning import Condition
 from ..sockets import CONDITIONING, TEXT_ENCODER
+from .words import PromptTokens, from_word_ids
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 MAX_TOKENS = 64
@@ -115,6 +116,11 @@ class TextEncoder:
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
         pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return Condition(tokens=hidden, mask=mask, pooled=pooled, prompts=prompts)
+
+    def prompt_tokens(self, prompt: str, length: int) -> PromptTokens:
+        """The prompt's tokens padded to `length` (a condition's token count) with their words."""
+        with self._lock:
+            return from_word_ids(self.tokenizer, prompt, length)
 
 
 def load_text_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu") -> TextEncoder:
