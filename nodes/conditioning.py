@@ -66,7 +66,12 @@ class Condition:
         def move(value: torch.Tensor) -> torch.Tensor:
             cast = dtype if dtype is not None and value.is_floating_point() else None
             return value.to(device=device, dtype=cast)
-        return replace(self, **self._map(move))
+        moved = self._map(move)
+        extras = moved.pop("extras", {})
+        if all(v is getattr(self, k) for k, v in moved.items()) and all(
+                v is self.extras[k] for k, v in extras.items()):  # type: ignore[index]
+            return self  # already there: every step of a sampler asks this
+        return replace(self, **moved, **({"extras": extras} if extras else {}))
 
     def bind(self, x: torch.Tensor) -> Condition:
         """This condition broadcast to x's batch and moved to x's device (what a field passes its network)."""

@@ -9,7 +9,9 @@ A vector field is a `VectorField` instance called as `field(x, t, cond=None) -> 
     u     the velocity dx/dt, shaped like x.
 `path` is the Gaussian path the field lives on (None for a field without one, e.g. an arbitrary ODE);
 with a path, `x0_eps`, `predict(kind)` and `score` convert the velocity exactly
-(see `nodes.parameterization`; divisions by alpha or beta are clamped at `clip`).
+(see `nodes.parameterization`; divisions by alpha or beta are clamped at `clip`). `prediction` is the
+kind the field computes directly (velocity, except a ModelField over an epsilon / x0 / v backbone):
+`predict(x, t, cond, field.prediction)` costs no conversion.
 
 To wrap a field, subclass `FieldWrapper` (it keeps the inner field's path and clip) and override
 `__call__`; or call `wrap_field(field, fn)` with a plain function fn(x, t, cond) -> u.
@@ -32,6 +34,7 @@ class VectorField:
 
     path: GaussianPath | None = None
     clip: float = DEFAULT_CLIP
+    prediction: str = "velocity"
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         raise NotImplementedError

@@ -7,6 +7,10 @@ plugins all use:
 A guidance *method* (the GUIDANCE socket) is a rule combine(u_cond, u_null, w, x, t, path) -> u;
 "cfg" is the built-in one and plugins register theirs as ("guidance", name) components, which
 core/cfg then offers. w = 1 means no guidance for every method (one pass of the conditional branch).
+An `affine` method (CFG) mixes u_cond and u_null with weights that sum to 1 and do not depend on them,
+so it commutes with the exact conversions between velocity, epsilon, x0 and v (affine in the prediction at
+fixed x, t): the guidance field combines the network's own prediction (epsilon for SD) and converts once,
+instead of converting both branches to velocity and, for DDIM, back again.
 Classifier guidance: u~ = u(x) + w b_t grad_x log p_t(y|x),  b_t = (alpha' beta^2 - beta' beta alpha) / alpha.
 """
 
@@ -21,7 +25,7 @@ import torch
 from .broadcast import expand_time
 from .conditioning import Condition
 from .fields import FieldWrapper, VectorField
-from .parameterization import guidance_coefficient
+from .parameterization import convert, guidance_coefficient, to_x0_eps
 from .paths import GaussianPath
 
 
@@ -39,12 +43,16 @@ class CombineFn(Protocol):
 
 @dataclass(frozen=True)
 class GuidanceMethod:
-    """A named combine rule with its options bound: the GUIDANCE socket's value."""
+    """A named combine rule with its options bound: the GUIDANCE socket's value.
+
+    `affine`: combine(u_cond, u_null, w) = a u_cond + (1 - a) u_null with `a` independent of the predictions,
+    x and the path (true for CFG), so it may be applied to any prediction kind (see the module docstring)."""
 
     name: str
     combine: CombineFn
     options: Mapping[str, Any] = field(default_factory=dict)
     needs_path: bool = False
+    affine: bool = False
 
     def __call__(self, u_cond: torch.Tensor, u_null: torch.Tensor, scale: torch.Tensor | float,
                  x: torch.Tensor, t: torch.Tensor, path: GaussianPath | None) -> torch.Tensor:
@@ -58,7 +66,7 @@ class GuidanceMethod:
         return replace(self, options={**self.options, **options})
 
 
-CFG = GuidanceMethod("cfg", cfg_combine)
+CFG = GuidanceMethod("cfg", cfg_combine, affine=True)
 BUILTIN_GUIDANCE: tuple[GuidanceMethod, ...] = (CFG,)
 """Registered as ("guidance", name) components by the built-in library."""
 
@@ -83,13 +91,18 @@ class ConditionPair:
             found = self._bound[key] = (cond, null, Condition.cat([cond, null]))
         return found
 
-    def evaluate(self, field: VectorField, x: torch.Tensor, t: torch.Tensor, batched: bool = True
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(u(x|cond), u(x|null)): one pass over the doubled batch [x; x], or two passes if not batched."""
+    def evaluate(self, field: VectorField, x: torch.Tensor, t: torch.Tensor, batched: bool = True,
+                 kind: str = "velocity") -> tuple[torch.Tensor, torch.Tensor]:
+        """(u(x|cond), u(x|null)): one pass over the doubled batch [x; x], or two passes if not batched;
+        the field's velocity, or its prediction of another `kind` (`field.predict`)."""
         cond, null, both = self.bound(x)
+
+        def run(x_: torch.Tensor, t_: torch.Tensor, c: Condition) -> torch.Tensor:
+            return field(x_, t_, c) if kind == "velocity" else field.predict(x_, t_, c, kind)
+
         if not batched:
-            return field(x, t, cond), field(x, t, null)
-        out = field(torch.cat([x, x]), torch.cat([t, t]), both)
+            return run(x, t, cond), run(x, t, null)
+        out = run(torch.cat([x, x]), torch.cat([t, t]), both)
         return out[: x.shape[0]], out[x.shape[0]:]
 
 
@@ -117,19 +130,34 @@ class CFGField(FieldWrapper):
         if method.needs_path:
             inner.require_path()
 
-    def _conditional(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.inner(x, t, self.pair.bound(x)[0])
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+    def _weight(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor | float | None:
+        """The guidance weight at t (per sample inside / outside the interval); None: no guidance at all."""
         if self.scale == 1.0:
-            return self._conditional(x, t)
-        weight: torch.Tensor | float = self.scale
+            return None
         lo, hi = self.interval
         if lo > 0.0 or hi < 1.0:
             active = (t >= lo) & (t <= hi)
             if not bool(active.any()):
-                return self._conditional(x, t)
-            weight = expand_time(torch.where(active, self.scale, 1.0).to(x.dtype), x)
+                return None
+            return expand_time(torch.where(active, self.scale, 1.0).to(x.dtype), x)
+        return self.scale
+
+    def _native(self) -> str | None:
+        """The prediction kind to guide in: the inner field's own, when the method allows it (affine, no
+        rescale, which needs the velocity's std); None: guide the velocity."""
+        return self.inner.prediction if self.method.affine and self.rescale == 0 else None
+
+    def _guided(self, x: torch.Tensor, t: torch.Tensor, weight: torch.Tensor | float, kind: str) -> torch.Tensor:
+        u_cond, u_null = self.pair.evaluate(self.inner, x, t, self.batched, kind)
+        return self.method(u_cond, u_null, weight, x, t, self.path)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        weight = self._weight(x, t)
+        if weight is None:
+            return self.inner(x, t, self.pair.bound(x)[0])
+        kind = self._native()
+        if kind is not None:
+            return convert(self._guided(x, t, weight, kind), kind, "velocity", x, t, self.path, self.clip)
         u_cond, u_null = self.pair.evaluate(self.inner, x, t, self.batched)
         guided = self.method(u_cond, u_null, weight, x, t, self.path)
         if self.rescale > 0:
@@ -137,6 +165,18 @@ class CFGField(FieldWrapper):
             ratio = u_cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-12)
             guided = self.rescale * guided * ratio + (1 - self.rescale) * guided
         return guided
+
+    def x0_eps(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, eps) of the guided field: converted once from the guided native prediction when the method
+        allows it (what DDIM asks for every step), else from the guided velocity."""
+        weight = self._weight(x, t)
+        if weight is None:
+            return self.inner.x0_eps(x, t, self.pair.bound(x)[0])
+        kind = self._native()
+        if kind is None:
+            return super().x0_eps(x, t, cond)
+        return to_x0_eps(self._guided(x, t, weight, kind), kind, x, t, self.require_path(), self.clip)
 
 
 class ClassifierGuidedField(FieldWrapper):

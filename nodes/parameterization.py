@@ -34,8 +34,7 @@ DEFAULT_CLIP = 1e-4
 
 def _coefficients(path: GaussianPath, x: torch.Tensor, t: torch.Tensor | float
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    tt = expand_time(t, x)
-    return path.alpha(tt), path.beta(tt), path.d_alpha(tt), path.d_beta(tt)
+    return path.coefficients(expand_time(t, x))
 
 
 def to_x0_eps(prediction: torch.Tensor, kind: str, x: torch.Tensor, t: torch.Tensor | float,
@@ -96,6 +95,6 @@ def guidance_coefficient(path: GaussianPath, t: torch.Tensor, clip: float = DEFA
 
     Adding g to the score adds b_t g to the velocity; alpha is clamped at `clip` (b_t ~ 1/alpha at t = 0).
     """
-    alpha, beta, d_alpha, d_beta = path.alpha(t), path.beta(t), path.d_alpha(t), path.d_beta(t)
+    alpha, beta, d_alpha, d_beta = path.coefficients(t)
     return (d_alpha * beta * beta - d_beta * beta * alpha) / alpha.clamp_min(clip)
 

@@ -37,6 +37,11 @@ class GaussianPath:
     def d_beta(self, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(alpha_t, beta_t, alpha'_t, beta'_t) in one call: what every conversion between predictions needs.
+        Paths whose four share work (a schedule lookup) override it to do that work once."""
+        return self.alpha(t), self.beta(t), self.d_alpha(t), self.d_beta(t)
+
     def sample(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """x_t = alpha_t z + beta_t eps."""
         tt = expand_time(t, z)

@@ -108,6 +108,14 @@ class DiscreteDDPMPath(GaussianPath):
         sigma, d_sigma = self._sigma(t)
         return (d_sigma / (1 + sigma * sigma) ** 1.5).to(t.dtype)
 
+    def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The four above from one schedule lookup (the same formulas, so the same values)."""
+        sigma, d_sigma = self._sigma(t)
+        norm = 1 + sigma * sigma
+        root, cube = torch.sqrt(norm), norm ** 1.5
+        return ((1 / root).to(t.dtype), (sigma / root).to(t.dtype), (-sigma * d_sigma / cube).to(t.dtype),
+                (d_sigma / cube).to(t.dtype))
+
     def config(self) -> dict[str, object]:
         return {"kind": self.name, "num_train_timesteps": self.num_train_timesteps, "beta_start": self.beta_start,
                 "beta_end": self.beta_end, "beta_schedule": self.beta_schedule,

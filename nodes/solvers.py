@@ -210,14 +210,15 @@ def dopri5(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition 
 def ddim(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition | None = None,
          callback: Callback = None, trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Deterministic DDIM on the field's path: (x0, eps) = predictions at t_i, x_{i+1} = alpha_{i+1} x0 +
-    beta_{i+1} eps. Exact for a Gaussian data point; equals Euler on CondOT with a velocity model."""
+    beta_{i+1} eps. Exact for a Gaussian data point; equals Euler on CondOT with a velocity model.
+    The coefficients of every step's end are computed once, before the loop."""
     path = field.require_path()
     ts, n = _steps(x, times)
-    batch = x.shape[0]
+    starts = ts[:-1, None].expand(n, x.shape[0]).unbind(0)  # per-step (B,) times, built once
+    alphas, betas = path.alpha(ts[1:]).unbind(0), path.beta(ts[1:]).unbind(0)  # at every step's end, once
     for i in range(n):
-        x0, eps = field.x0_eps(x, ts[i].expand(batch), cond)
-        t_next = expand_time(ts[i + 1].expand(batch), x)
-        x = path.alpha(t_next) * x0 + path.beta(t_next) * eps
+        x0, eps = field.x0_eps(x, starts[i], cond)
+        x = alphas[i] * x0 + betas[i] * eps
         _record(trajectory, x)
         if callback is not None:
             callback(i + 1, n)

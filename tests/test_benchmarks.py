@@ -52,3 +52,15 @@ def test_unknown_name_is_an_error_that_lists_the_choices(capsys):
     with pytest.raises(SystemExit) as info:
         runner.main(["no_such_benchmark"])
     assert info.value.code == 2 and "engine" in capsys.readouterr().err
+
+
+def test_peer_pipelines_quick_mode_prints_one_row_per_batch(capsys):
+    """`python -m benchmarks peer_pipelines -- --quick` end to end: the tiny SD1.5 folder through our workflow and
+    diffusers' pipeline, timed here and memory-probed in fresh processes. Checks the table's rows and that the
+    two sides' latents agree, never the timings."""
+    runner.run("peer_pipelines", ["--quick"])
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("tiny ")]
+    assert [row[3] for row in rows] == ["1", "4", "16"]  # batch column
+    assert all(float(row[-1]) < 1e-3 for row in rows)  # max |ours - diffusers| of the final latents
+    assert "tiny: U-Net 0.8M parameters" in out

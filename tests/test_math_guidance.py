@@ -82,6 +82,26 @@ def test_batched_and_unbatched_agree_through_a_real_network():
     assert float((batched - net(x, t, cond).detach()).abs().max()) > 1e-3  # guidance did change the output
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v", "x0"])
+def test_cfg_on_the_network_prediction_equals_cfg_on_the_velocity(prediction):
+    """CFG is affine and so are the conversions between predictions: guiding an epsilon / v / x0 network in its
+    own kind and converting once (velocity, or DDIM's x0 and eps) is the velocity-space CFG, up to float32 rounding."""
+    from nodes.guidance import CFGField, GuidanceMethod, cfg_combine
+    from nodes.schedules import DiscreteDDPMPath
+
+    torch.manual_seed(0)
+    net = MLPBackbone(dim=2, hidden=32, depth=2, num_classes=4, prediction=prediction)
+    field = ModelField(net, DiscreteDDPMPath(), prediction)
+    x, t = torch.randn(16, 2), torch.full((16,), 0.37)
+    cond = Condition(labels=torch.arange(16) % 4)
+    native = CFGField(field, cond, NULL, 6.0)
+    velocity_space = CFGField(field, cond, NULL, 6.0, method=GuidanceMethod("cfg", cfg_combine))  # not `affine`
+    with torch.no_grad():
+        torch.testing.assert_close(native(x, t), velocity_space(x, t), rtol=1e-5, atol=1e-5)
+        for got, want in zip(native.x0_eps(x, t), velocity_space.x0_eps(x, t), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_guidance_above_one_moves_samples_toward_the_conditional_mode():
     """Two overlapping classes (means -1, +1, std 0.8): w > 1 pushes samples further into class 1."""
     path = CondOTPath()

@@ -233,3 +233,14 @@ def test_convert_prediction_node_on_a_scalar_time():
     velocity = convert_prediction(path, eps, x, 0.3, "epsilon", "velocity")
     torch.testing.assert_close(velocity, path.target_velocity(z, eps, 0.3))
     torch.testing.assert_close(convert_prediction(path, velocity, x, 0.3, "velocity", "x0"), z)
+
+
+def test_coefficients_are_the_four_schedule_values_at_once():
+    """`coefficients(t)` (one schedule lookup for DDPM) gives exactly alpha, beta, alpha', beta'."""
+    from nodes.schedules import DiscreteDDPMPath
+
+    t = torch.linspace(0, 1, 37)
+    for path in (*PATHS, DiscreteDDPMPath()):
+        for got, want in zip(path.coefficients(t), (path.alpha(t), path.beta(t), path.d_alpha(t), path.d_beta(t)),
+                             strict=True):
+            assert torch.equal(got, want), path

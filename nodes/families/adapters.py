@@ -55,8 +55,8 @@ class DiffusersBackbone(Backbone):
     def dtype(self) -> torch.dtype:
         return _model_dtype(self.model)
 
-    def _condition(self, cond: Condition | None, x: torch.Tensor, *fields: str) -> Condition:
-        return _require(cond, f"{type(self).__name__}", *fields).bind(x).to(x.device, self.dtype)
+    def _condition(self, cond: Condition | None, x: torch.Tensor, dtype: torch.dtype, *fields: str) -> Condition:
+        return _require(cond, f"{type(self).__name__}", *fields).bind(x).to(x.device, dtype)
 
 
 class UNetBackbone(DiffusersBackbone):
@@ -84,11 +84,12 @@ class UNetBackbone(DiffusersBackbone):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         fields = ("tokens", "pooled", "time_ids") if self.needs_time_ids else ("tokens",)
-        c = self._condition(cond, x, *fields)
+        dtype = self.dtype
+        c = self._condition(cond, x, dtype, *fields)
         added = {"text_embeds": c.pooled, "time_ids": c.extras["time_ids"]} if self.needs_time_ids else None
         timestep = self.path.timestep(t.expand(x.shape[0])).to(device=x.device, dtype=torch.float32)
         self.latent_grid.size = (x.shape[-2], x.shape[-1])
-        out = self.model(x.to(self.dtype), timestep, encoder_hidden_states=c.tokens, added_cond_kwargs=added,
+        out = self.model(x.to(dtype), timestep, encoder_hidden_states=c.tokens, added_cond_kwargs=added,
                          return_dict=False)[0]
         return out.to(x.dtype)
 
@@ -104,9 +105,10 @@ class SD3Backbone(DiffusersBackbone):
         self.timesteps = timesteps
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
-        c = self._condition(cond, x, "tokens", "pooled")
+        dtype = self.dtype
+        c = self._condition(cond, x, dtype, "tokens", "pooled")
         timestep = ((1 - t.double()) * self.timesteps).expand(x.shape[0]).to(device=x.device, dtype=torch.float32)
-        out = self.model(hidden_states=x.to(self.dtype), timestep=timestep, encoder_hidden_states=c.tokens,
+        out = self.model(hidden_states=x.to(dtype), timestep=timestep, encoder_hidden_states=c.tokens,
                          pooled_projections=c.pooled, return_dict=False)[0]
         return -out.to(x.dtype)
 
@@ -145,7 +147,8 @@ class FluxBackbone(DiffusersBackbone):
         self.guidance_embeds = bool(getattr(model.config, "guidance_embeds", False))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
-        c = self._condition(cond, x, "tokens", "pooled")
+        dtype = self.dtype
+        c = self._condition(cond, x, dtype, "tokens", "pooled")
         b, _, h, w = x.shape
         if h % 2 or w % 2:
             raise ValueError(f"Flux latents need an even height and width, got {h}x{w}")
@@ -154,10 +157,10 @@ class FluxBackbone(DiffusersBackbone):
         if self.guidance_embeds:
             value = (c.extras or {}).get("guidance")
             guidance = (value if value is not None else torch.full((b,), 3.5)).to(x.device, torch.float32)
-        out = self.model(hidden_states=pack_latents(x).to(self.dtype), timestep=timestep, guidance=guidance,
+        out = self.model(hidden_states=pack_latents(x).to(dtype), timestep=timestep, guidance=guidance,
                          pooled_projections=c.pooled, encoder_hidden_states=c.tokens,
-                         txt_ids=torch.zeros(c.tokens.shape[1], 3, device=x.device, dtype=self.dtype),
-                         img_ids=image_ids(h, w, x.device, self.dtype), return_dict=False)[0]
+                         txt_ids=torch.zeros(c.tokens.shape[1], 3, device=x.device, dtype=dtype),
+                         img_ids=image_ids(h, w, x.device, dtype), return_dict=False)[0]
         return -unpack_latents(out, h, w).to(x.dtype)
 
 
