@@ -1,4 +1,4 @@
-"""The `nodegraph` command: run, validate, nodes, plugins, plugin new, ui.
+"""The `nodegraph` command: run, validate, nodes, plugins, plugin new, ui, serve, submit, history, requeue.
 
 Exit codes: 0 ok, 1 a node failed (or the run was cancelled), 2 invalid input (workflow, --set,
 device, arguments, a NODEGRAPH_* environment variable). User mistakes print one line on stderr,
@@ -18,10 +18,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from .client import ApiError
 from .confine import PathPolicy
 from .events import Event
+from .jobs.store import StoreError
 from .plugins import PluginReport, load_registry
 from .registry import Registry
+from .remote_cli import REMOTE_COMMANDS, RemoteUsageError, add_remote_commands
 from .session import DeviceError, NodeFailed, RunCancelled, Session
 from .settings import SettingError, check_settings
 from .validate import WorkflowInvalid, validate
@@ -128,11 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name", help="plugin name = node id namespace (my-nodes -> my_nodes/...)")
     new.add_argument("--dir", default=".", help="create the package folder in here (default: .)")
 
-    ui = sub.add_parser("ui", parents=[plugin_opts], help="start the browser editor")
+    server_opts = _server_options()
+    ui = sub.add_parser("ui", parents=[plugin_opts, server_opts], help="start the browser editor (and the API)")
     ui.add_argument("workflow", nargs="?")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=_port, default=7860)
-    access = ui.add_argument_group("access (see docs/ui.md)")
+    sub.add_parser("serve", parents=[plugin_opts, server_opts], help="start the API server without the editor")
+    add_remote_commands(sub, _positive)
+    return parser
+
+
+def _server_options() -> argparse.ArgumentParser:
+    """Options of `ui` and `serve`: bind address, access (docs/ui.md#safety), folders."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--host", default="127.0.0.1")
+    parent.add_argument("--port", type=_port, default=7860)
+    access = parent.add_argument_group("access (see docs/ui.md)")
     access.add_argument("--token", help="require this token (default: $NODEGRAPH_TOKEN; one is generated "
                                         "when --host is not a loopback address)")
     access.add_argument("--allowed-host", action="append", default=[], dest="allowed_hosts", metavar="NAME",
@@ -141,8 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_argument("--allowed-origin", action="append", default=[], dest="allowed_origins",
                         metavar="ORIGIN", help="accept requests from this Origin besides the server's own "
                                                "(repeatable; also $NODEGRAPH_ALLOWED_ORIGINS)")
-    _read_root_option(ui.add_argument_group("paths (checked at validation, before anything runs)"))
-    return parser
+    paths = parent.add_argument_group("paths (checked at validation, before anything runs)")
+    _read_root_option(paths)
+    paths.add_argument("--out", default="outputs", metavar="DIR",
+                       help="output folder: every file a job's nodes write lands in it (default: outputs)")
+    paths.add_argument("--data-dir", metavar="DIR",
+                       help="the jobs database and job images (default: $NODEGRAPH_DATA_DIR, else ./.nodegraph)")
+    return parent
 
 
 def _only_plugins(args: argparse.Namespace) -> list[str] | None:
@@ -366,17 +383,25 @@ def find_app(name: str) -> Callable[..., Any]:
     return found[0].load()
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
+def _start_server(args: argparse.Namespace, workflow: str | None, editor: bool) -> int:
     """Start the app "ui" (`ui.app.main`) with every option given here; it blocks until interrupted."""
-    find_app("ui")(args.workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir, token=args.token,
+    find_app("ui")(workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir, token=args.token,
                    allowed_hosts=args.allowed_hosts, allowed_origins=args.allowed_origins,
                    read_roots=args.read_root, disabled_plugins=args.disable_plugin,
-                   only_plugins=_only_plugins(args))
+                   only_plugins=_only_plugins(args), data_dir=args.data_dir, output_dir=args.out, editor=editor)
     return EXIT_OK
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    return _start_server(args, args.workflow, editor=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _start_server(args, None, editor=False)
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "plugins": cmd_plugins,
-            "plugin": cmd_plugin, "ui": cmd_ui}
+            "plugin": cmd_plugin, "ui": cmd_ui, "serve": cmd_serve, **REMOTE_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -385,9 +410,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     try:
         code = COMMANDS[args.command](args)
-    except (WorkflowFormatError, WorkflowInvalid, UsageError, DeviceError, SettingError) as err:
+    except (WorkflowFormatError, WorkflowInvalid, UsageError, RemoteUsageError, DeviceError, SettingError,
+            StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
+    except ApiError as err:  # the server refused (4xx: our request) or failed (5xx)
+        print(f"error: the server answered {err}", file=sys.stderr)
+        return EXIT_INVALID if err.status < 500 else EXIT_FAILED
     except RecursionError:
         print("error: an input is nested too deeply", file=sys.stderr)
         return EXIT_INVALID

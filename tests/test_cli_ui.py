@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -42,17 +43,40 @@ def test_every_ui_option_is_passed_to_the_app(monkeypatch):
     argv = ["ui", "wf.json", "--host", "0.0.0.0", "--port", "8123", "--token", TOKEN,
             "--allowed-host", "a.example", "--allowed-host", "b.example", "--allowed-origin", "https://c.example",
             "--read-root", "/data/one", "--read-root", "/data/two", "--plugins-dir", "mine",
-            "--disable-plugin", "noisy", "--only-plugins", "mine, other"]
+            "--disable-plugin", "noisy", "--only-plugins", "mine, other", "--data-dir", "state", "--out", "made"]
     assert cli.main(argv) == 0
     [(name, args, kwargs)] = received
     assert name == "ui" and args == ("wf.json",)
     assert kwargs == {"host": "0.0.0.0", "port": 8123, "plugin_dirs": ["mine"], "token": TOKEN,
                       "allowed_hosts": ["a.example", "b.example"], "allowed_origins": ["https://c.example"],
                       "read_roots": ["/data/one", "/data/two"], "disabled_plugins": ["noisy"],
-                      "only_plugins": ["mine", "other"]}
+                      "only_plugins": ["mine", "other"], "data_dir": "state", "output_dir": "made",
+                      "editor": True}
     monkeypatch.undo()
     assert cli.find_app("ui") is ui.app.main
     inspect.signature(ui.app.main).bind(*args, **kwargs)  # the real app accepts every option passed
+
+
+def test_serve_passes_the_same_options_without_the_editor(monkeypatch):
+    received = []
+    monkeypatch.setattr(cli, "find_app", lambda name: lambda *args, **kwargs: received.append((name, args, kwargs)))
+    assert cli.main(["serve", "--port", "8124", "--token", TOKEN, "--allowed-origin", "https://c.example",
+                     "--data-dir", "state"]) == 0
+    [(name, args, kwargs)] = received
+    assert name == "ui" and args == (None,) and kwargs["editor"] is False and kwargs["data_dir"] == "state"
+    assert kwargs["allowed_origins"] == ["https://c.example"] and kwargs["port"] == 8124
+
+
+def test_serve_starts_the_api_behind_the_guard_without_the_editor_page(served, capsys):
+    assert cli.main(["serve", "--port", "8124", "--token", TOKEN, "--data-dir", "state"]) == 0
+    [call] = served
+    assert "nodegraph server on http://127.0.0.1:8124/?token=" in capsys.readouterr().err
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(call["app"], base_url="http://127.0.0.1:8124") as client:
+        assert client.get("/", headers=auth).status_code == 404  # no editor page
+        assert client.get("/api/jobs").status_code == 401
+        assert client.get("/openapi.json", headers=auth).json()["info"]["title"] == "nodegraph"
+    assert (Path("state") / "jobs.sqlite3").is_file()  # the data folder it was given (in the working folder)
 
 
 def load_image(path: str) -> bytes:

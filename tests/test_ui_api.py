@@ -1,4 +1,5 @@
-"""The editor's JSON endpoints and the `run_workflow` Gradio endpoint, against the real app and server."""
+"""The editor's JSON endpoints, its runs (jobs of the queue) and the `run_workflow` Gradio endpoint,
+against the real app and server."""
 
 from __future__ import annotations
 
@@ -95,7 +96,9 @@ def workflows_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def blocks(registry, workflows_dir, tmp_path_factory):
     session = Session(registry, device="cpu", output_dir=tmp_path_factory.mktemp("out"))
-    return build_app(session, workflows_dir=workflows_dir)
+    blocks = build_app(session, workflows_dir=workflows_dir, data_dir=tmp_path_factory.mktemp("data"))
+    yield blocks
+    blocks.nodegraph_context.close()
 
 
 @pytest.fixture(scope="module")
@@ -105,24 +108,40 @@ def client(blocks):
 
 
 def start_run(client: TestClient, workflow: dict) -> tuple[int, dict[str, str]]:
-    """Start a run; returns its id and the header that opens it (the run's key)."""
-    started = client.post("/api/run", json=workflow).json()
-    assert started["ok"], started
-    return started["run"], {"X-Run-Key": started["key"]}
+    """Submit a job as the editor does; returns its id and the header that opens it (the job's key)."""
+    started = client.post("/api/jobs", json={"workflow": workflow})
+    assert started.status_code == 201, started.text
+    return started.json()["id"], {"X-Job-Key": started.json()["key"]}
+
+
+def wait_until(jobs, predicate, timeout: float = 30) -> None:
+    """Wait on the queue's change counter (no sleeps) until `predicate()` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = jobs.changes.version
+        if predicate():
+            return
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "timed out"
+        jobs.changes.wait(seen, remaining)
+
+
+def read_events(client: TestClient, job: int, key: dict[str, str]) -> list[dict]:
+    """The job's whole event stream (SSE), for a job that has finished (the stream then ends)."""
+    response = client.get(f"/api/jobs/{job}/events", headers=key)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+
+
+def read_events_so_far(jobs, run: int) -> list[dict]:
+    return [e for _, e in jobs.events(run)]
 
 
 def run_to_end(client: TestClient, workflow: dict, timeout: float = 30) -> tuple[int, dict[str, str], list[dict]]:
     run, key = start_run(client, workflow)
-    since, events = 0, []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data = client.get(f"/api/runs/{run}/events", params={"since": since}, headers=key).json()
-        events += data["events"]
-        since = data["next"]
-        if events and events[-1]["kind"] == "finished":
-            return run, key, events
-        time.sleep(0.02)
-    raise AssertionError(f"run {run} did not finish: {events[-3:]}")
+    jobs = client.app.state.nodegraph_context.jobs
+    assert jobs.wait(run, timeout).status in ("done", "failed", "cancelled")
+    return run, key, read_events(client, run, key)
 
 
 def test_nodes_payload_matches_registry_and_link_rule(client, registry):
@@ -169,9 +188,12 @@ def test_validate_reports_problems_by_node_and_input(client):
 def test_invalid_workflow_is_not_run(client):
     bad = graph()
     bad["nodes"]["noise"]["type"] = "core/random_tensr"
-    result = client.post("/api/run", json=bad).json()
-    assert result["ok"] is False
-    assert result["problems"][0]["node"] == "noise" and "random_tensor" in result["problems"][0]["message"]
+    before = client.get("/api/jobs").json()["total"]
+    result = client.post("/api/jobs", json={"workflow": bad})
+    assert result.status_code == 422
+    problem = result.json()["detail"]["problems"][0]
+    assert problem["node"] == "noise" and "random_tensor" in problem["message"]
+    assert client.get("/api/jobs").json()["total"] == before  # nothing queued
 
 
 def test_run_streams_events_serves_pngs_and_reuses_the_cache(client):
@@ -179,45 +201,49 @@ def test_run_streams_events_serves_pngs_and_reuses_the_cache(client):
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "run_start" and kinds[-2:] == ["run_done", "finished"]
     assert [e["node"] for e in events if e["kind"] == "node_start"] == ["seed", "noise", "image", "show"]
-    summary = client.get(f"/api/runs/{run}", headers=key).json()
-    assert summary["status"] == "ok" and summary["images"] == {"show": 2}
-    assert summary["outputs"]["show"]["image"]["shape"] == [2, 3, 16, 16]
-    png = client.get(f"/api/runs/{run}/outputs/show.png", params={"index": 1, "key": key["X-Run-Key"]})
+    job = client.get(f"/api/jobs/{run}", headers=key).json()
+    assert job["status"] == "done" and [(f["node"], f["index"], f["kind"]) for f in job["files"]] == [
+        ("show", 0, "preview"), ("show", 1, "preview")]
+    assert job["outputs"]["show"]["image"]["shape"] == [2, 3, 16, 16]
+    png = client.get(job["files"][1]["url"], params={"key": key["X-Job-Key"]})
     assert png.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(png.content)).size == (16, 16)
-    assert client.get(f"/api/runs/{run}/outputs/show.png", params={"index": 2}, headers=key).status_code == 404
-    assert client.get(f"/api/runs/{run}/outputs/show.png").status_code == 403  # no key: not this client's run
+    assert client.get(f"/api/jobs/{run}/outputs/show/2", headers=key).status_code == 404
+    assert client.get(f"/api/jobs/{run}/outputs/show/0").status_code == 403  # no key: not this client's job
 
     run2, key2, events2 = run_to_end(client, graph(size=16, mode="clamp"))  # only to_image and below re-run
-    summary2 = client.get(f"/api/runs/{run2}", headers=key2).json()
-    assert sorted(summary2["cached"]) == ["noise"] and summary2["ran"] == ["image", "show"]
+    job2 = client.get(f"/api/jobs/{run2}", headers=key2).json()
+    assert sorted(job2["cached"]) == ["noise"] and job2["ran"] == ["image", "show"]
     assert {e["node"] for e in events2 if e["kind"] == "node_cached"} == {"noise"}
 
 
-def test_progress_preview_and_cancel(client):
+def test_progress_preview_queue_and_cancel(client):
+    """A second Run while one runs is queued (not refused); cancelling it, it never starts; cancelling
+    the running one stops it inside its node."""
+    jobs = client.app.state.nodegraph_context.jobs
     run, key = start_run(client, slow_graph(40))
-    deadline = time.monotonic() + 20
-    progress: list[dict] = []
-    while not progress and time.monotonic() < deadline:
-        progress = [e for e in client.get(f"/api/runs/{run}/events", headers=key).json()["events"]
-                    if e["kind"] == "progress"]
-        time.sleep(0.02)
-    assert progress and progress[0]["total"] == 40 and progress[0]["preview"] is True
-    preview = Image.open(io.BytesIO(client.get(f"/api/runs/{run}/preview.png", headers=key).content))
+    wait_until(jobs, lambda: jobs.preview(run) is not None and any(
+        e["kind"] == "progress" and e["step"] == 40 for _, e in jobs.events(run)))
+    progress = [e for e in read_events_so_far(jobs, run) if e["kind"] == "progress"]
+    assert progress[0]["total"] == 40 and progress[0]["preview"] is True
+    preview = Image.open(io.BytesIO(client.get(f"/api/jobs/{run}/preview.png", headers=key).content))
     assert preview.size == (8, 8) and preview.getpixel((0, 0))[0] > 0
-    assert client.post("/api/run", json=graph()).status_code == 409  # one run at a time
-    assert client.post(f"/api/runs/{run}/cancel", headers=key).json() == {"cancelled": True}
-    while client.get(f"/api/runs/{run}", headers=key).json()["status"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    summary = client.get(f"/api/runs/{run}", headers=key).json()
-    assert summary["status"] == "cancelled"
-    events = client.get(f"/api/runs/{run}/events", headers=key).json()["events"]
-    assert "slow" not in {e["node"] for e in events if e["kind"] == "node_done"}  # stopped inside the node
+    second, key2 = start_run(client, graph(size=8, seed=4242))
+    assert client.get(f"/api/jobs/{second}", headers=key2).json()["status"] == "queued"
+    assert client.post(f"/api/jobs/{second}/cancel", headers=key2).json() == {"cancelled": True}
+    assert client.post(f"/api/jobs/{run}/cancel", headers=key).json() == {"cancelled": True}
+    assert jobs.wait(run, 20).status == "cancelled"
+    events = read_events(client, run, key)
+    assert "slow" not in {e.get("node") for e in events if e["kind"] == "node_done"}  # stopped inside the node
+    assert events[-1] == {"kind": "finished", "status": "cancelled"}
+    queued = client.get(f"/api/jobs/{second}", headers=key2).json()
+    assert queued["status"] == "cancelled" and queued["started_at"] is None and queued["ran"] == []
+    assert read_events(client, second, key2) == [{"kind": "finished", "status": "cancelled"}]
 
 
 def test_cancelling_an_api_run_leaves_a_gradio_run_of_the_same_session_running(client, blocks, tmp_path):
-    """The Gradio endpoint's run holds the session; an /api run waits behind it and is cancelled by its
-    client. Only that run stops: the Gradio run finishes, the /api run never starts a node."""
+    """The Gradio endpoint's job holds the queue; an /api job waits behind it and is cancelled by its
+    client. Only that job stops: the Gradio job finishes, the /api job never starts a node."""
     context = blocks.nodegraph_context
     after = {"type": "test/increment", "inputs": {"value": {"from": "held", "output": "float"}}}
     held_graph = {"nodes": {"held": {"type": "test/held", "inputs": {"value": 2.0}}, "after": after}}
@@ -225,20 +251,19 @@ def test_cancelling_an_api_run_leaves_a_gradio_run_of_the_same_session_running(c
     GATE.entered.clear()
     GATE.release.clear()
     gradio_run = threading.Thread(target=lambda: answers.append(
-        run_workflow_json(context.session, json.dumps(held_graph), tmp_path)))
+        run_workflow_json(context.jobs, json.dumps(held_graph), tmp_path)))
     gradio_run.start()
     try:
         assert GATE.entered.wait(60)
         run, key = start_run(client, graph(size=8, seed=777))  # not cached: it has nodes to run
-        assert client.post(f"/api/runs/{run}/cancel", headers=key).json() == {"cancelled": True}
+        assert client.post(f"/api/jobs/{run}/cancel", headers=key).json() == {"cancelled": True}
     finally:
         GATE.release.set()
         gradio_run.join(60)
-    context.runs.wait(60)
     [(summary, _)] = answers
     assert summary["ok"] is True and summary["outputs"]["after"]["float"] == 3.0, summary
-    api_summary = client.get(f"/api/runs/{run}", headers=key).json()
-    assert api_summary["status"] == "cancelled" and api_summary["ran"] == [], api_summary
+    api_job = client.get(f"/api/jobs/{run}", headers=key).json()
+    assert api_job["status"] == "cancelled" and api_job["ran"] == [], api_job
 
 
 def test_page_loads_the_editor_scripts(client):
@@ -255,7 +280,7 @@ def test_gradio_client_run_workflow_endpoint(blocks):
     try:
         api = Client(server.url + "/", verbose=False)
         summary, files = api.predict(json.dumps(graph(size=12, seed=11)), api_name="/run_workflow")
-        assert summary["ok"] and summary["images"] == {"show": ["show_000.png", "show_001.png"]}
+        assert summary["ok"] and summary["images"] == {"show": ["000.png", "001.png"]}
         assert len(files) == 2 and Image.open(files[0]).size == (12, 12)
         bad, none = api.predict(json.dumps({"nodes": {"x": {"type": "core/nope"}}}), api_name="/run_workflow")
         assert bad["ok"] is False and bad["problems"][0]["node"] == "x" and not none

@@ -57,9 +57,11 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     tests.add_node(slow_images)
     tests.add_component("solver", "plugin_midpoint", Solver("plugin_midpoint", midpoint))  # a plugin's solver
     session = Session(registry, device="cpu", output_dir=tmp_path_factory.mktemp("out"))
-    running = BackgroundServer(create_server(build_app(session, workflows_dir=folder))).start()
+    blocks = build_app(session, workflows_dir=folder, data_dir=tmp_path_factory.mktemp("data"))
+    running = BackgroundServer(create_server(blocks)).start()
     yield running
     running.stop()
+    blocks.nodegraph_context.close()
 
 
 @pytest.fixture(scope="module")
@@ -338,8 +340,8 @@ def test_token_mode_page_loads_from_the_printed_url_and_runs(browser, tmp_path_f
     registry, _ = load_registry(entry_points=False)
     session = Session(registry, device="cpu", output_dir=tmp_path_factory.mktemp("out"))
     config = GuardConfig(token="browser-token-0123456789")
-    running = BackgroundServer(create_server(build_app(session, workflows_dir=tmp_path_factory.mktemp("wf")),
-                                             config)).start()
+    blocks = build_app(session, workflows_dir=tmp_path_factory.mktemp("wf"), data_dir=tmp_path_factory.mktemp("data"))
+    running = BackgroundServer(create_server(blocks, config)).start()
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     try:
         page = context.new_page()
@@ -363,3 +365,4 @@ def test_token_mode_page_loads_from_the_printed_url_and_runs(browser, tmp_path_f
     finally:
         context.close()
         running.stop()
+        blocks.nodegraph_context.close()

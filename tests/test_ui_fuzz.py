@@ -52,9 +52,16 @@ def world(tmp_path_factory):
     (out / "link").symlink_to(outside, target_is_directory=True)  # writing "link/x" would land outside
     registry, _ = load_registry(entry_points=False)
     session = Session(registry, device="cpu", output_dir=out, input_roots=[workflows])
-    blocks = build_app(session, workflows_dir=workflows)
-    return {"root": root, "out": out, "outside": outside, "cwd": cwd, "blocks": blocks,
-            "runs": blocks.nodegraph_context.runs, "types": sorted(registry.nodes)}
+    blocks = build_app(session, workflows_dir=workflows, data_dir=tmp_path_factory.mktemp("data"))  # outside root
+    yield {"root": root, "out": out, "outside": outside, "cwd": cwd, "blocks": blocks,
+           "jobs": blocks.nodegraph_context.jobs, "types": sorted(registry.nodes)}
+    blocks.nodegraph_context.close()
+
+
+def wait_idle(jobs, timeout: float = 60) -> list[int]:
+    """Wait (bounded) for every queued or running job; returns the ids of those still unfinished."""
+    return [job.id for job in jobs.history(["queued", "running"])[0]
+            if jobs.wait(job.id, timeout).status in ("queued", "running")]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +76,7 @@ def confined(world, monkeypatch):
     monkeypatch.chdir(world["cwd"])
     before = snapshot(world["root"], world["out"])
     yield
-    world["runs"].wait(60)
+    assert wait_idle(world["jobs"]) == []
     assert snapshot(world["root"], world["out"]) == before
 
 
@@ -159,7 +166,7 @@ def no_server_error(response) -> None:
     assert response.status_code < 500, (response.request.method, str(response.request.url), response.text[:300])
 
 
-@pytest.mark.parametrize("route", ["/api/validate", "/api/run"])
+@pytest.mark.parametrize("route", ["/api/validate", "/api/jobs"])
 def test_posted_bodies(client, world, route):
     content_types = st.sampled_from([None, "application/json", "text/plain", "multipart/form-data; boundary=x",
                                      "application/x-www-form-urlencoded", "application/json; charset=utf-16"])
@@ -168,61 +175,67 @@ def test_posted_bodies(client, world, route):
     @given(body=body_strategy(world), content_type=content_types)
     def check(body: bytes, content_type: str | None) -> None:
         headers = {"Content-Type": content_type} if content_type else {}
+        if route == "/api/jobs":  # the job request wraps the workflow (valid JSON or not)
+            body = b'{"workflow": ' + body + b"}"
         response = client.post(route, content=body, headers=headers)
         no_server_error(response)
-        world["runs"].wait(60)
+        assert wait_idle(world["jobs"]) == []
 
     check()
 
 
 def test_runs_with_path_tricks(client, world):
+    jobs = world["jobs"]
+
     @FUZZ
-    @given(workflow=runnable(world))
-    @example(workflow=load_image("/"))
-    @example(workflow=load_image("/."))
-    @example(workflow=load_image("//etc"))
-    @example(workflow=load_image("/proc/self/root"))
-    def check(workflow: dict) -> None:
-        response = client.post("/api/run", json=workflow)
+    @given(workflow=runnable(world), overrides=st.dictionaries(
+        st.sampled_from(["save.folder", "save.prefix", "load.path", "load.file", "c.seed"]) | st.text(max_size=12),
+        tricks(world["outside"]) | JSON_VALUE, max_size=2))
+    @example(workflow=load_image("/"), overrides={})
+    @example(workflow=load_image("/."), overrides={})
+    @example(workflow=load_image("//etc"), overrides={})
+    @example(workflow=load_image("/proc/self/root"), overrides={})
+    @example(workflow=load_image("x.png"), overrides={"load.path": "/etc/passwd"})
+    def check(workflow: dict, overrides: dict) -> None:
+        response = client.post("/api/jobs", json={"workflow": workflow, "overrides": overrides})
         no_server_error(response)
-        world["runs"].wait(20)
-        if world["runs"].busy:  # e.g. a fingerprint hashing "/" before the path check: stop it, then fail
-            record = max(world["runs"].runs.values(), key=lambda r: r.id)
-            world["runs"].cancel(record)
-            world["runs"].wait(60)
-            pytest.fail(f"a {len(workflow['nodes'])}-node run with tricked paths was still busy after 20 s: {workflow}")
-        if response.json().get("ok"):
-            run, key = response.json()["run"], {"X-Run-Key": response.json()["key"]}
-            no_server_error(client.get(f"/api/runs/{run}", headers=key))
+        busy = wait_idle(jobs, 20)
+        if busy:  # e.g. a fingerprint hashing "/" before the path check: stop it, then fail
+            for job_id in busy:
+                jobs.cancel(job_id)
+            wait_idle(jobs, 60)
+            pytest.fail(f"a {len(workflow['nodes'])}-node job with tricked paths was still busy after 20 s: {workflow}")
+        if response.status_code == 201:
+            run, key = response.json()["id"], {"X-Job-Key": response.json()["key"]}
+            no_server_error(client.get(f"/api/jobs/{run}", headers=key))
 
     check()
 
 
 @pytest.mark.parametrize("path", ROOT_ALIASES)
 def test_load_image_of_the_root_or_an_alias_of_it_is_refused(client, world, path, tmp_path):
-    """Refused at validation as a literal (nothing runs), and as a linked value before the node starts:
-    no 500, and load_image never reads outside the roots."""
-    for route in ("/api/validate", "/api/run"):
-        response = client.post(route, json=load_image(path))
-        no_server_error(response)
-        answer = response.json()
-        assert answer["ok"] is False, (route, answer)
-        assert [(p["node"], p["input"], p["kind"]) for p in answer["problems"]] == [("load", "path", "path_refused")]
-        assert "outside the folders nodes may read" in answer["problems"][0]["message"]  # not merely too big
-    session = world["blocks"].nodegraph_context.session
-    summary, files = run_workflow_json(session, json.dumps(load_image(path)), tmp_path)  # the Gradio endpoint
+    """Refused at validation as a literal (nothing runs, nothing is queued), and as a linked value before
+    the node starts: no 500, and load_image never reads outside the roots."""
+    answer = client.post("/api/validate", json=load_image(path)).json()
+    submitted = client.post("/api/jobs", json={"workflow": load_image(path)})
+    assert submitted.status_code == 422
+    for problems in (answer["problems"], submitted.json()["detail"]["problems"]):
+        assert [(p["node"], p["input"], p["kind"]) for p in problems] == [("load", "path", "path_refused")]
+        assert "outside the folders nodes may read" in problems[0]["message"]  # not merely too big
+    summary, files = run_workflow_json(world["jobs"], json.dumps(load_image(path)), tmp_path)  # the Gradio endpoint
     assert summary["ok"] is False and summary["problems"][0]["kind"] == "path_refused" and files == []
 
     linked = load_image({"from": "text", "output": "string"})
     linked["nodes"]["text"] = {"type": "core/string", "inputs": {"value": path}}
-    started = client.post("/api/run", json=linked).json()
-    assert started["ok"], started
-    world["runs"].wait(60)
-    key = {"X-Run-Key": started["key"]}
-    run = client.get(f"/api/runs/{started['run']}", headers=key).json()
+    started = client.post("/api/jobs", json={"workflow": linked})
+    assert started.status_code == 201, started.text
+    assert wait_idle(world["jobs"]) == []
+    key = {"X-Job-Key": started.json()["key"]}
+    run = client.get(f"/api/jobs/{started.json()['id']}", headers=key).json()
     assert run["status"] == "failed" and run["error_node"] == "load", run
     assert "outside the folders nodes may read" in run["error"]
-    events = client.get(f"/api/runs/{started['run']}/events", headers=key).json()["events"]
+    stream = client.get(f"/api/jobs/{started.json()['id']}/events", headers=key).text
+    events = [json.loads(line[5:]) for line in stream.splitlines() if line.startswith("data:")]
     assert "load" not in [e.get("node") for e in events if e["kind"] == "node_start"]  # the node never ran
 
 
@@ -251,19 +264,26 @@ def test_workflow_names(client, world):
     check()
 
 
-def test_run_routes_with_any_ids_keys_and_nodes(client, world):
+def test_job_routes_with_any_ids_keys_and_nodes(client, world):
     ids = st.one_of(st.integers(min_value=-(2**70), max_value=2**70).map(str), st.text(max_size=12).map(
         lambda t: quote(t, safe="")), st.sampled_from(["1", "0", "-1", "1e9", "NaN", "%2e%2e", "..%2F1"]))
     texts = st.text(max_size=20)
 
     @FUZZ
-    @given(run=ids, key=texts, node=texts, index=ids, since=ids,
-           route=st.sampled_from(["", "/events", "/cancel", "/outputs/{node}.png", "/preview.png"]))
-    def check(run: str, key: str, node: str, index: str, since: str, route: str) -> None:
-        path = f"/api/runs/{run}" + route.replace("{node}", quote(node, safe=""))
-        params = {"key": key, "index": index, "since": since}
-        response = (client.post(path, params=params) if route == "/cancel"
-                    else client.get(path, params=params, headers={"X-Run-Key": quote(key)}))
+    @given(run=ids, key=texts, node=texts, index=ids, since=ids, flag=texts,
+           route=st.sampled_from(["", "/events", "/cancel", "/requeue", "/outputs/{node}/{index}", "/preview.png",
+                                  "DELETE"]))
+    def check(run: str, key: str, node: str, index: str, since: str, flag: str, route: str) -> None:
+        path = f"/api/jobs/{run}" + ("" if route == "DELETE" else route)
+        path = path.replace("{node}", quote(node, safe="")).replace("{index}", quote(index, safe=""))
+        params = {"key": key, "since": since, "delete_files": flag}
+        headers = {"X-Job-Key": quote(key)}
+        if route in ("/cancel", "/requeue"):
+            response = client.post(path, params=params)
+        elif route == "DELETE":
+            response = client.delete(path, params=params, headers=headers)
+        else:
+            response = client.get(path, params=params, headers=headers)
         no_server_error(response)
 
     check()
@@ -273,7 +293,8 @@ def test_listing_routes_and_guard_headers(client):
     printable = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=40)
 
     @FUZZ
-    @given(path=st.sampled_from(["/api/nodes", "/api/workflows", "/api/validate", "/", "/ui-static/runner.js"]),
+    @given(path=st.sampled_from(["/api/nodes", "/api/workflows", "/api/validate", "/api/jobs", "/",
+                                 "/ui-static/runner.js"]),
            host=printable, origin=st.none() | printable, cookie=st.none() | printable,
            auth=st.none() | printable, length=st.none() | printable, query=printable)
     def check(path, host, origin, cookie, auth, length, query) -> None:

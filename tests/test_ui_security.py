@@ -1,4 +1,4 @@
-"""The editor's server trusts no one by default: Host, Origin, token, per-run keys, bounded bodies.
+"""The editor's server trusts no one by default: Host, Origin, token, per-job keys, bounded bodies.
 
 Servers bind 127.0.0.1 only; token mode is forced by configuration. No sleeps: concurrency is
 ordered with events, and every wait has a bound.
@@ -26,7 +26,7 @@ from ui.app import build_app, create_server, server_config, start_url
 from ui.guard import Guard, GuardConfig
 from ui.serve import BackgroundServer
 
-from .test_ui_api import graph, slow_graph, slow_images
+from .test_ui_api import graph, slow_graph, slow_images, wait_until
 
 TOKEN = "test-token-0123456789abcdef"
 LOCAL = "http://127.0.0.1:7860"
@@ -42,7 +42,8 @@ def registry():
 
 def make_blocks(registry, tmp_path_factory):
     session = Session(registry, device="cpu", output_dir=tmp_path_factory.mktemp("out"))
-    return build_app(session, workflows_dir=tmp_path_factory.mktemp("workflows"))
+    return build_app(session, workflows_dir=tmp_path_factory.mktemp("workflows"),
+                     data_dir=tmp_path_factory.mktemp("data"))
 
 
 def add_probe_socket(app) -> None:
@@ -57,7 +58,9 @@ def add_probe_socket(app) -> None:
 
 @pytest.fixture(scope="module")
 def blocks(registry, tmp_path_factory):
-    return make_blocks(registry, tmp_path_factory)
+    blocks = make_blocks(registry, tmp_path_factory)
+    yield blocks
+    blocks.nodegraph_context.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +78,9 @@ def client(app):
 
 @pytest.fixture(scope="module")
 def token_blocks(registry, tmp_path_factory):
-    return make_blocks(registry, tmp_path_factory)
+    blocks = make_blocks(registry, tmp_path_factory)
+    yield blocks
+    blocks.nodegraph_context.close()
 
 
 @pytest.fixture(scope="module")
@@ -92,28 +97,35 @@ def token_client(token_app):
 
 
 def wait_idle(blocks) -> None:
-    blocks.nodegraph_context.runs.wait(30)
+    """Wait (bounded) for every queued or running job to end."""
+    jobs = blocks.nodegraph_context.jobs
+    for job in jobs.history(["queued", "running"])[0]:
+        assert jobs.wait(job.id, 30).status not in ("queued", "running")
+
+
+def job_count(blocks) -> int:
+    return blocks.nodegraph_context.jobs.history()[1]
 
 
 # -- Origin and Host ------------------------------------------------------------------------------
 
 def test_cross_site_post_is_refused_and_runs_nothing(client, blocks):
-    runs = blocks.nodegraph_context.runs
     wait_idle(blocks)
-    before = dict(runs.runs)
+    before = job_count(blocks)
     body = json.dumps(graph())
-    evil = client.post("/api/run", content=body, headers={"Origin": "https://evil.example",
-                                                          "Content-Type": "text/plain"})
+    job_body = json.dumps({"workflow": graph()})
+    evil = client.post("/api/jobs", content=job_body, headers={"Origin": "https://evil.example",
+                                                           "Content-Type": "text/plain"})
     assert evil.status_code == 403 and "cross-origin" in evil.json()["detail"]
-    assert runs.runs == before and not runs.busy  # nothing started
+    assert job_count(blocks) == before  # nothing queued
     for origin in ("null", "http://127.0.0.1:9999", "http://localhost:7860", "https://127.0.0.1:7860",
                    "http://127.0.0.1:7860.evil.example", "http://evil.example:7860"):
         response = client.post("/api/validate", content=body, headers={"Origin": origin})
         assert response.status_code == 403, origin
     # a form-style POST without Origin but marked cross-site by the browser
-    marked = client.post("/api/run", content=body, headers={"Sec-Fetch-Site": "cross-site",
-                                                            "Sec-Fetch-Mode": "no-cors"})
-    assert marked.status_code == 403 and runs.runs == before
+    marked = client.post("/api/jobs", content=job_body, headers={"Sec-Fetch-Site": "cross-site",
+                                                             "Sec-Fetch-Mode": "no-cors"})
+    assert marked.status_code == 403 and job_count(blocks) == before
     same = client.post("/api/validate", content=body, headers={"Origin": LOCAL, "Sec-Fetch-Site": "same-origin"})
     assert same.status_code == 200 and same.json()["ok"]
 
@@ -238,25 +250,28 @@ def test_non_loopback_bind_generates_a_token_and_prints_it(monkeypatch, tmp_path
 # -- per-run control ------------------------------------------------------------------------------
 
 def test_one_client_cannot_read_or_cancel_another_clients_run(app, blocks):
-    runs = blocks.nodegraph_context.runs
+    jobs = blocks.nodegraph_context.jobs
     wait_idle(blocks)
     with TestClient(app, base_url=LOCAL) as alice, TestClient(app, base_url=LOCAL) as bob:
-        started = alice.post("/api/run", json=slow_graph(3)).json()
-        run, key = started["run"], started["key"]
-        assert runs.busy
-        for headers in ({}, {"X-Run-Key": "guess"}, {"X-Run-Key": key[:-1]}):
-            assert bob.post(f"/api/runs/{run}/cancel", headers=headers).status_code == 403
-            assert bob.get(f"/api/runs/{run}/events", headers=headers).status_code == 403
-            assert bob.get(f"/api/runs/{run}", headers=headers).status_code == 403
-            assert bob.get(f"/api/runs/{run}/preview.png", headers=headers).status_code == 403
-        assert bob.post(f"/api/runs/{run + 1000}/cancel").status_code == 404
-        assert runs.busy and runs.runs[run].status == "running"  # bob did not stop it
-        assert bob.post("/api/cancel").status_code in (404, 405)  # no server-wide cancel any more
-        assert runs.busy
-        assert alice.post(f"/api/runs/{run}/cancel", params={"key": key}).json() == {"cancelled": True}
-        runs.wait(30)
-        assert alice.get(f"/api/runs/{run}", headers={"X-Run-Key": key}).json()["status"] == "cancelled"
-        assert alice.post(f"/api/runs/{run}/cancel", headers={"X-Run-Key": key}).json() == {"cancelled": False}
+        started = alice.post("/api/jobs", json={"workflow": slow_graph(3)}).json()
+        run, key = started["id"], started["key"]
+        wait_until(jobs, lambda: jobs.get(run).status == "running")
+        for headers in ({}, {"X-Job-Key": "guess"}, {"X-Job-Key": key[:-1]}):
+            assert bob.post(f"/api/jobs/{run}/cancel", headers=headers).status_code == 403
+            assert bob.get(f"/api/jobs/{run}/events", headers=headers).status_code == 403
+            assert bob.get(f"/api/jobs/{run}", headers=headers).status_code == 403
+            assert bob.get(f"/api/jobs/{run}/preview.png", headers=headers).status_code == 403
+            assert bob.get(f"/api/jobs/{run}/outputs/show/0", headers=headers).status_code == 403
+            assert bob.post(f"/api/jobs/{run}/requeue", headers=headers).status_code == 403
+            assert bob.delete(f"/api/jobs/{run}", headers=headers).status_code == 403
+        assert bob.post(f"/api/jobs/{run + 1000}/cancel").status_code == 404
+        assert jobs.get(run).status == "running"  # bob did not stop it
+        assert bob.post("/api/cancel").status_code in (404, 405)  # no server-wide cancel
+        assert jobs.get(run).status == "running"
+        assert alice.post(f"/api/jobs/{run}/cancel", params={"key": key}).json() == {"cancelled": True}
+        assert jobs.wait(run, 30).status == "cancelled"
+        assert alice.get(f"/api/jobs/{run}", headers={"X-Job-Key": key}).json()["status"] == "cancelled"
+        assert alice.post(f"/api/jobs/{run}/cancel", headers={"X-Job-Key": key}).json() == {"cancelled": False}
 
 
 # -- bounded bodies and a free event loop ---------------------------------------------------------
@@ -303,7 +318,7 @@ def test_chunked_upload_over_the_limit_gets_413_before_it_ends(blocks):
             answer = conn.recv(4096)  # the body is still open: only a server that stopped reading answers
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         with socket.create_connection((server.host, server.port), timeout=30) as conn:
-            conn.sendall(b"POST /api/run HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %d\r\n\r\n"
+            conn.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %d\r\n\r\n"
                          % (server.port, MAX_UPLOAD_BYTES + 1))
             assert conn.recv(4096).startswith(b"HTTP/1.1 413")  # refused before any byte of the body
     finally:
@@ -349,5 +364,5 @@ def test_big_validation_does_not_block_other_requests(blocks, monkeypatch):
 
 def test_docs_describe_the_guard():
     text = (Path(__file__).resolve().parent.parent / "docs" / "ui.md").read_text()
-    for phrase in ("--allowed-host", "NODEGRAPH_TOKEN", "?token=", "X-Run-Key", "413", "Origin"):
+    for phrase in ("--allowed-host", "NODEGRAPH_TOKEN", "?token=", "X-Job-Key", "413", "Origin"):
         assert phrase in text, phrase

@@ -1,4 +1,6 @@
-"""JSON endpoints the browser editor talks to (mounted on the same server as the Gradio page).
+"""JSON endpoints the browser editor talks to: node schemas, the workflows folder, validation.
+
+Runs are jobs (ui/jobs_api.py). `nodegraph serve` serves these routes too, without the page.
 
 Uploaded or posted workflows are data only: they are parsed and validated against the registry
 and never executed as code. Opening a saved workflow reads only `*.json` files under the
@@ -13,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from nodegraph import Session, Workflow, WorkflowFormatError
 
-from .runs import RunManager, RunRecord, problems_of
+from .runs import problems_of
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 """Largest workflow the browser may post; real workflows are a few kilobytes."""
@@ -79,23 +80,9 @@ async def read_workflow(request: Request) -> Workflow:
     return await run_in_threadpool(parse_workflow, bytes(body))
 
 
-def run_key(request: Request) -> str | None:
-    """The run's secret, from the `X-Run-Key` header or the `key` query parameter."""
-    return request.headers.get("x-run-key") or request.query_params.get("key")
-
-
-def build_router(session: Session, runs: RunManager, workflows_dir: Path,
-                 initial: dict[str, Any] | None = None) -> APIRouter:
-    router = APIRouter(prefix="/api")
-
-    def owned(run: int, request: Request) -> RunRecord:
-        """The run, if the request carries its key: a client reads and cancels only its own runs."""
-        record = runs.runs.get(run)
-        if record is None:
-            raise HTTPException(404, f"no run {run}")
-        if not record.opens_with(run_key(request)):
-            raise HTTPException(403, f"run {run} belongs to another client (send its key as X-Run-Key)")
-        return record
+def build_router(session: Session, workflows_dir: Path, initial: dict[str, Any] | None = None) -> APIRouter:
+    """The editor's routes: node schemas, the workflows folder, validation (runs are jobs: ui.jobs_api)."""
+    router = APIRouter(prefix="/api", tags=["editor"])
 
     @router.get("/nodes")
     def nodes() -> dict[str, Any]:
@@ -124,47 +111,5 @@ def build_router(session: Session, runs: RunManager, workflows_dir: Path,
                     "workflow": json.loads(workflow.to_json())}
 
         return await run_in_threadpool(check)
-
-    @router.post("/run")
-    async def run(request: Request) -> JSONResponse:
-        """Start a run; the answer carries its id and its key (needed to follow, read or cancel it)."""
-        workflow = await read_workflow(request)
-        problems = await run_in_threadpool(problems_of, workflow, session)
-        if problems:
-            return JSONResponse({"ok": False, "problems": [p.as_dict() for p in problems]})
-        try:
-            record = runs.start(workflow)
-        except RuntimeError as err:
-            return JSONResponse({"ok": False, "error": str(err)}, status_code=409)
-        return JSONResponse({"ok": True, "run": record.id, "key": record.key})
-
-    @router.get("/runs/{run}")
-    def run_summary(run: int, request: Request) -> dict[str, Any]:
-        return owned(run, request).summary()
-
-    @router.get("/runs/{run}/events")
-    def events(run: int, request: Request, since: int = 0) -> dict[str, Any]:
-        record = owned(run, request)
-        since = max(0, since)
-        chunk = record.events[since:]
-        return {"events": chunk, "next": since + len(chunk), "status": record.status}
-
-    @router.post("/runs/{run}/cancel")
-    def cancel(run: int, request: Request) -> dict[str, Any]:
-        return {"cancelled": runs.cancel(owned(run, request))}
-
-    @router.get("/runs/{run}/outputs/{node}.png")
-    def output_png(run: int, node: str, request: Request, index: int = 0) -> Response:
-        images = owned(run, request).images.get(node, [])
-        if not 0 <= index < len(images):
-            raise HTTPException(404, f"no image {index} of node {node!r} in run {run}")
-        return Response(images[index], media_type="image/png", headers={"Cache-Control": "no-store"})
-
-    @router.get("/runs/{run}/preview.png")
-    def preview_png(run: int, request: Request) -> Response:
-        record = owned(run, request)
-        if record.preview is None:
-            raise HTTPException(404, f"no preview for run {run}")
-        return Response(record.preview, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     return router

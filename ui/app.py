@@ -1,8 +1,10 @@
-"""The Gradio app: the node editor page, its JSON endpoints, and the `run_workflow` API endpoint.
+"""The server: the jobs API, the editor's JSON endpoints, and (`nodegraph ui`) the Gradio page.
 
-One `Session` per app, so its cache persists across runs: re-running with a changed seed re-runs
-only the nodes that depend on it. The editor itself is plain JavaScript served from `ui/static`;
-Gradio hosts the page and the headless endpoint that `gradio_client` calls.
+One `Session` and one job queue per server, so the cache persists across runs: re-running with a
+changed seed re-runs only the nodes that depend on it, and loaded models stay loaded between jobs.
+The editor itself is plain JavaScript served from `ui/static`; Gradio hosts the page and the
+headless `run_workflow` endpoint that `gradio_client` calls (it queues a job and waits for it).
+`nodegraph serve` is the same server without the page and the Gradio endpoint.
 """
 
 from __future__ import annotations
@@ -19,25 +21,45 @@ import gradio as gr
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from nodegraph import NodeFailed, RunCancelled, Session, Workflow, WorkflowFormatError, atomic_write_bytes
+from nodegraph import Session, Workflow, WorkflowFormatError, atomic_write_bytes
+from nodegraph.jobs import JobQueue, JobRejected, JobStore
 from nodegraph.settings import check_settings
 
 from .api import MAX_UPLOAD_BYTES, build_router
 from .guard import GuardConfig, install_guard, new_token
-from .runs import RunManager, collect_outputs, display_targets, problems_of
+from .jobs_api import build_jobs_router
+from .runs import ImageRecorder
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
 SCRIPTS = ("graph.js", "widgets.js", "canvas.js", "runner.js", "editor.js")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_DATA_DIR = ".nodegraph"
+"""The data folder (jobs database, job preview images) when neither --data-dir nor $NODEGRAPH_DATA_DIR
+names one: `.nodegraph` in the working folder."""
 
 
 @dataclass
 class AppContext:
     session: Session
-    runs: RunManager
+    jobs: JobQueue
     workflows_dir: Path
     initial: dict[str, Any] | None = None
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the queue (a running job becomes interrupted) and close the store."""
+        self.jobs.stop(timeout)
+        self.jobs.store.close()
+
+
+def make_context(session: Session | None = None, workflows_dir: str | Path | None = None,
+                 initial: dict[str, Any] | None = None, data_dir: str | Path | None = None) -> AppContext:
+    """The server's state, its job queue started: jobs in `data_dir` (a new temporary folder when None,
+    for tests and notebooks; the CLI passes the real one)."""
+    session = session if session is not None else Session()
+    folder = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="nodegraph-data-"))
+    jobs = JobQueue(session, JobStore(folder), ImageRecorder()).start()
+    return AppContext(session, jobs, Path(workflows_dir or DEFAULT_WORKFLOWS_DIR), initial)
 
 
 def page_head(prefix: str = "/ui-static") -> str:
@@ -47,8 +69,8 @@ def page_head(prefix: str = "/ui-static") -> str:
     return "\n".join(tags)
 
 
-def run_workflow_json(session: Session, workflow_json: str, folder: Path) -> tuple[dict[str, Any], list[str]]:
-    """Validate and run a workflow given as JSON text; returns (summary, PNG files of IMAGE outputs).
+def run_workflow_json(jobs: JobQueue, workflow_json: str, folder: Path) -> tuple[dict[str, Any], list[str]]:
+    """Queue a workflow given as JSON text and wait for it; returns (summary, PNG files of IMAGE outputs).
 
     The PNGs go to `folder`, emptied first: Gradio copies returned files into its own cache, and
     the endpoint runs one call at a time, so only the latest call's files are kept here.
@@ -56,38 +78,36 @@ def run_workflow_json(session: Session, workflow_json: str, folder: Path) -> tup
     if len(workflow_json.encode("utf-8")) > MAX_UPLOAD_BYTES:
         return {"ok": False, "error": f"workflow is larger than {MAX_UPLOAD_BYTES} bytes"}, []
     try:
-        workflow = Workflow.from_json(workflow_json)
+        job, _ = jobs.submit(Workflow.from_json(workflow_json))
     except WorkflowFormatError as err:
         return {"ok": False, "error": str(err), "problems": [{"message": p} for p in err.problems]}, []
-    problems = problems_of(workflow, session)
-    if problems:
-        return {"ok": False, "error": "workflow is invalid", "problems": [p.as_dict() for p in problems]}, []
-    try:
-        plan = session.compile(workflow)
-        result = session.run(plan, outputs=display_targets(plan))
-    except (NodeFailed, RunCancelled) as err:
-        return {"ok": False, "error": str(err)}, []
-    summaries, images = collect_outputs(session, workflow, result.outputs)
+    except JobRejected as err:
+        return {"ok": False, "error": "workflow is invalid", "problems": [p.as_dict() for p in err.problems]}, []
+    done = jobs.wait(job.id)
+    if done is None or done.status != "done":
+        return {"ok": False, "job": job.id, "error": done.error if done else f"job {job.id} was deleted"}, []
     for stale in folder.glob("*.png"):
         stale.unlink()
     files: list[str] = []
     image_files: dict[str, list[str]] = {}
-    for node_id, pngs in images.items():
-        for index, png in enumerate(pngs):
-            path = folder / f"{node_id}_{index:03d}.png"
-            atomic_write_bytes(path, png)
-            files.append(str(path))
-            image_files.setdefault(node_id, []).append(path.name)
-    summary = {"ok": True, "ran": result.ran, "cached": result.cached, "seconds": round(result.seconds, 4),
-               "outputs": summaries, "images": image_files}
+    for item in done.files:
+        if item.kind != "preview":
+            continue
+        path = folder / f"{len(files):03d}.png"
+        atomic_write_bytes(path, Path(item.path).read_bytes())
+        files.append(str(path))
+        image_files.setdefault(item.node, []).append(path.name)
+    summary = {"ok": True, "job": job.id, "ran": done.result["ran"], "cached": done.result["cached"],
+               "seconds": round(done.result["seconds"], 4), "outputs": done.result["outputs"], "images": image_files}
     return summary, files
 
 
 def build_app(session: Session | None = None, workflows_dir: str | Path | None = None,
-              initial: dict[str, Any] | None = None) -> gr.Blocks:
-    """The Gradio Blocks: editor container + the `run_workflow` endpoint. Serve it with `create_server`."""
-    session = session if session is not None else Session()
-    context = AppContext(session, RunManager(session), Path(workflows_dir or DEFAULT_WORKFLOWS_DIR), initial)
+              initial: dict[str, Any] | None = None, data_dir: str | Path | None = None, *,
+              context: AppContext | None = None) -> gr.Blocks:
+    """The Gradio Blocks: editor container + the `run_workflow` endpoint. Serve it with `create_server`;
+    `blocks.nodegraph_context.close()` stops its job queue."""
+    context = context if context is not None else make_context(session, workflows_dir, initial, data_dir)
     with gr.Blocks(title="nodegraph", fill_width=True) as blocks:
         gr.HTML('<div id="ng-root" class="ng-root">loading the editor...</div>', js_on_load=None,
                 elem_id="ng-host", padding=False)
@@ -97,24 +117,42 @@ def build_app(session: Session | None = None, workflows_dir: str | Path | None =
             files_out = gr.File(label="images", file_count="multiple")
             trigger = gr.Button("run")
         api_dir = Path(tempfile.mkdtemp(prefix="nodegraph-api-"))
-        trigger.click(lambda text: run_workflow_json(context.session, text, api_dir), inputs=workflow_in,
+        trigger.click(lambda text: run_workflow_json(context.jobs, text, api_dir), inputs=workflow_in,
                       outputs=[summary_out, files_out], api_name="run_workflow", concurrency_limit=1)
     blocks.nodegraph_context = context  # type: ignore[attr-defined]
     return blocks
 
 
+def api_app(context: AppContext) -> FastAPI:
+    """FastAPI with the jobs API and the editor's JSON routes (OpenAPI at /openapi.json, /docs)."""
+    from nodegraph import __version__
+
+    app = FastAPI(title="nodegraph", version=__version__,
+                  description="Queue workflows (the same JSON as the workflow files), follow them, read their "
+                              "outputs. See docs/api.md.")
+    app.include_router(build_jobs_router(context.jobs))
+    app.include_router(build_router(context.session, context.workflows_dir, context.initial))
+    app.state.nodegraph_context = context
+    return app
+
+
 def create_server(blocks: gr.Blocks, guard: GuardConfig | None = None) -> FastAPI:
-    """A FastAPI app with the editor's JSON routes and static files, and the Gradio page at '/'.
+    """The API (`api_app`), the editor's static files, and the Gradio page at '/'.
 
     Every route (Gradio's included) sits behind the `ui.guard.Guard` middleware: loopback Host
     names and same-origin requests only, a token when `guard.token` is set, bounded bodies.
     """
-    context: AppContext = blocks.nodegraph_context  # type: ignore[attr-defined]
-    app = FastAPI(title="nodegraph")
-    app.include_router(build_router(context.session, context.runs, context.workflows_dir, context.initial))
+    app = api_app(blocks.nodegraph_context)  # type: ignore[attr-defined]
     app.mount("/ui-static", StaticFiles(directory=STATIC_DIR), name="ui-static")
     app = gr.mount_gradio_app(app, blocks, path="/", head=page_head(), footer_links=["api"],
                               max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False)
+    install_guard(app, guard if guard is not None else GuardConfig(api_body_limit=MAX_UPLOAD_BYTES))
+    return app
+
+
+def create_api_server(context: AppContext, guard: GuardConfig | None = None) -> FastAPI:
+    """`nodegraph serve`: the API without the editor page, behind the same guard."""
+    app = api_app(context)
     install_guard(app, guard if guard is not None else GuardConfig(api_body_limit=MAX_UPLOAD_BYTES))
     return app
 
@@ -154,15 +192,24 @@ def start_url(host: str, port: int, config: GuardConfig) -> str:
     return f"http://{shown}:{port}/" + (f"?token={config.token}" if config.token else "")
 
 
+def data_folder(data_dir: str | None = None, environ: dict[str, str] | None = None) -> Path:
+    """--data-dir, else $NODEGRAPH_DATA_DIR, else `.nodegraph` in the working folder."""
+    env = os.environ if environ is None else environ
+    return Path(data_dir or env.get("NODEGRAPH_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
 def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
          plugin_dirs: list[str] | None = None, token: str | None = None,
          allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None,
          read_roots: list[str] | None = None, disabled_plugins: list[str] | None = None,
-         only_plugins: list[str] | None = None) -> None:
-    """Start the editor and block until interrupted (`nodegraph ui`, `python -m ui`).
+         only_plugins: list[str] | None = None, data_dir: str | None = None, output_dir: str = "outputs",
+         editor: bool = True) -> None:
+    """Start the server and block until interrupted: `nodegraph ui` (editor=True, `python -m ui`) or
+    `nodegraph serve` (editor=False: the API only).
 
-    Nodes may read the working folder, `read_roots` and $NODEGRAPH_READ_ROOTS; they write to ./outputs.
-    `disabled_plugins` / `only_plugins` select plugins as `nodegraph run` does (built-ins always load)."""
+    Nodes may read the working folder, `read_roots` and $NODEGRAPH_READ_ROOTS; they write to `output_dir`.
+    Jobs are kept in `data_folder(data_dir)`. `disabled_plugins` / `only_plugins` select plugins as
+    `nodegraph run` does (built-ins always load)."""
     import uvicorn
 
     from nodegraph.plugins import load_registry
@@ -185,7 +232,20 @@ def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
         if host in ("0.0.0.0", "::") and config.hosts == {"127.0.0.1", "localhost", "::1"}:
             print("note: only loopback Host names are accepted; pass --allowed-host NAME (or "
                   "NODEGRAPH_ALLOWED_HOSTS) for the name other machines use", file=sys.stderr)
-    session = Session(registry, output_dir="outputs", read_roots=[Path.cwd(), *(read_roots or [])])
-    blocks = build_app(session, initial=initial)
-    print(f"nodegraph editor on {start_url(host, port, config)}", file=sys.stderr, flush=True)
-    uvicorn.run(create_server(blocks, config), host=host, port=port, log_level="warning")
+    session = Session(registry, output_dir=output_dir, read_roots=[Path.cwd(), *(read_roots or [])])
+    context = make_context(session, initial=initial, data_dir=data_folder(data_dir))
+    if context.jobs.interrupted:
+        print(f"jobs interrupted when the server last stopped: {', '.join(map(str, context.jobs.interrupted))} "
+              "(nodegraph requeue ID to run one again)", file=sys.stderr)
+    url = start_url(host, port, config)
+    try:
+        if editor:
+            app = create_server(build_app(context=context), config)
+            print(f"nodegraph editor on {url}", file=sys.stderr, flush=True)
+        else:
+            app = create_api_server(context, config)
+            print(f"nodegraph server on {url} (API documentation: {url.split('?')[0]}docs)", file=sys.stderr,
+                  flush=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    finally:
+        context.close()

@@ -13,7 +13,8 @@ WebSocket endpoints), outside Starlette's own error handling, so nothing reaches
   `Authorization: Bearer` header, the `X-Nodegraph-Token` header, the cookie set by the server, or
   a `?token=` query parameter. A page opened with `?token=` is redirected to the same URL without
   it and gets an HttpOnly, SameSite=Lax cookie, so the token leaves the address bar at once.
-  Missing or wrong: 401.
+  Missing or wrong: 401. A request that presented it is marked in its scope (`holds_token`): the
+  jobs API lets it act on every job.
 * **Body size**: a declared Content-Length over the limit is refused before reading; otherwise the
   body is counted while it streams and the request is answered 413 as soon as the count passes the
   limit (a chunked upload without Content-Length is never read whole).
@@ -40,6 +41,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 TOKEN_HEADER = "x-nodegraph-token"
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]{16,512}")
+TOKEN_SCOPE_KEY = "nodegraph.token"
+"""Set to True in the ASGI scope of a request that presented the server's token (see `holds_token`)."""
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -216,6 +219,7 @@ class Guard:
                 if not any(self.token_ok(t) for t in carried) and not self.token_ok(query_token):
                     raise Refused(401, "a token is required: open the URL printed at start (it carries "
                                        "?token=...), or send 'Authorization: Bearer <token>'")
+                scope[TOKEN_SCOPE_KEY] = True
         except Refused as refused:
             await self.refuse(scope, receive, send, refused.status, refused.message)
             return
@@ -298,6 +302,12 @@ class Guard:
             (b"location", location.encode("latin-1")), (b"set-cookie", cookie.encode("latin-1")),
             (b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer"), (b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
+
+
+def holds_token(scope: Scope) -> bool:
+    """Whether the request presented the server's token: the operator's credential, which may act on
+    every job (without a configured token nobody holds one, and each client acts on its own jobs only)."""
+    return scope.get(TOKEN_SCOPE_KEY) is True
 
 
 def install_guard(app: Any, config: GuardConfig) -> None:

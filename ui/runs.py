@@ -1,25 +1,19 @@
-"""Runs started from the browser: one at a time, in a thread, with an event log the page polls.
+"""What the editor's server keeps of a job: besides the summaries, PNGs of IMAGE outputs and previews.
 
-The browser posts a workflow, gets a run id back at once, then asks for `events[since:]` until
-the run is done. IMAGE outputs of the output nodes become PNG bytes kept in memory for the page.
+Jobs run in the queue (nodegraph.jobs); this recorder tells it which nodes to compute (the output
+nodes, plus the IMAGE sources of side-effect outputs, so saved images show too) and renders IMAGE
+values as PNG files in the job's own folder of the data folder, where the page loads them from.
 """
 
 from __future__ import annotations
 
-import hmac
 import io
-import itertools
-import secrets
-import threading
-import time
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from nodegraph import CancelToken, Event, NodeFailed, RunCancelled, Session, Workflow, WorkflowInvalid
+from nodegraph import Session, Workflow, WorkflowInvalid, atomic_write_bytes
+from nodegraph.jobs import OutputFile, OutputRecorder
 from nodegraph.validate import Plan, Problem
-
-MAX_EVENTS = 20_000
-"""Events kept per run; beyond it, progress events are dropped (the last one per node still shows)."""
 
 
 def png_bytes(images: Any) -> list[bytes]:
@@ -32,22 +26,6 @@ def png_bytes(images: Any) -> list[bytes]:
         image.save(buffer, format="PNG")
         pngs.append(buffer.getvalue())
     return pngs
-
-
-def summarize(value: Any) -> Any:
-    """A short JSON description of an output value (tensors by shape and range)."""
-    if type(value).__name__ in ("Tensor", "Parameter"):
-        info: dict[str, Any] = {"kind": "tensor", "shape": list(value.shape),
-                                "dtype": str(value.dtype).removeprefix("torch.")}
-        if value.numel() and value.is_floating_point():
-            info["min"], info["max"] = float(value.min()), float(value.max())
-        return info
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)) and len(value) <= 64:
-        return [summarize(v) for v in value]
-    text = repr(value)
-    return {"kind": type(value).__name__, "repr": text if len(text) <= 200 else text[:197] + "..."}
 
 
 def is_image_output(socket_lineage: list[str], value: Any) -> bool:
@@ -78,119 +56,30 @@ def problems_of(workflow: Workflow, session: Session) -> list[Problem]:
     return []
 
 
-@dataclass
-class RunRecord:
-    id: int
-    key: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
-    """The run's secret, returned only to the client that started it; needed to read or cancel the run."""
-    token: CancelToken = field(default_factory=CancelToken, repr=False)
-    """Cancels this run only (not a run the Gradio endpoint started on the same session)."""
-    status: str = "running"  # running | ok | failed | cancelled
-    events: list[dict[str, Any]] = field(default_factory=list)
-    images: dict[str, list[bytes]] = field(default_factory=dict)
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ran: list[str] = field(default_factory=list)
-    cached: list[str] = field(default_factory=list)
-    error: str = ""
-    error_node: str | None = None
-    preview: bytes | None = None
-    seconds: float = 0.0
+class ImageRecorder(OutputRecorder):
+    """Output recording for the editor: IMAGE outputs become PNG files, progress previews PNG bytes."""
 
-    def opens_with(self, key: str | None) -> bool:
-        return key is not None and hmac.compare_digest(key.encode("utf-8", "surrogateescape"), self.key.encode())
+    def targets(self, plan: Plan) -> list[str]:
+        return display_targets(plan)
 
-    def summary(self) -> dict[str, Any]:
-        return {"run": self.id, "status": self.status, "ran": self.ran, "cached": self.cached,
-                "error": self.error, "error_node": self.error_node, "seconds": self.seconds,
-                "outputs": self.outputs, "images": {n: len(v) for n, v in self.images.items()}}
+    def record(self, session: Session, plan: Plan, outputs: dict[str, dict[str, Any]],
+               folder: Path) -> tuple[dict[str, dict[str, Any]], list[OutputFile]]:
+        summaries, files = super().record(session, plan, outputs, folder)
+        count = 0
+        for node_id, values in outputs.items():
+            node_type = plan.nodes[node_id].type
+            index = sum(1 for f in files if f.node == node_id)
+            for name, value in values.items():
+                if not is_image_output(node_type.outputs[name].socket.lineage(), value):
+                    continue
+                for png in png_bytes(value):
+                    path = atomic_write_bytes(folder / f"{count:04d}.png", png)  # node ids are no file names
+                    files.append(OutputFile(node_id, index, "preview", str(path), "image/png"))
+                    index, count = index + 1, count + 1
+        return summaries, files
 
-
-def collect_outputs(session: Session, workflow: Workflow, outputs: dict[str, dict[str, Any]],
-                    ) -> tuple[dict[str, dict[str, Any]], dict[str, list[bytes]]]:
-    """Summaries of every output, and PNGs of IMAGE outputs, by node id."""
-    summaries: dict[str, dict[str, Any]] = {}
-    images: dict[str, list[bytes]] = {}
-    for node_id, values in outputs.items():
-        node_type = session.registry.nodes[workflow.nodes[node_id].type]
-        summaries[node_id] = {}
-        for name, value in values.items():
-            summaries[node_id][name] = summarize(value)
-            if is_image_output(node_type.outputs[name].socket.lineage(), value):
-                images.setdefault(node_id, []).extend(png_bytes(value))
-    return summaries, images
-
-
-class RunManager:
-    """Starts runs of one `Session` in a background thread and records their events."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.runs: dict[int, RunRecord] = {}
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self, workflow: Workflow) -> RunRecord:
-        """Start a run of a workflow that already validated; raises RuntimeError while one is running."""
-        with self._lock:
-            if self.busy:
-                raise RuntimeError("a run is already in progress; cancel it or wait")
-            record = RunRecord(next(self._ids))
-            self.runs[record.id] = record
-            for old in sorted(self.runs)[:-8]:  # keep the last few runs' images only
-                del self.runs[old]
-            self._thread = threading.Thread(target=self._run, args=(workflow, record), daemon=True,
-                                            name=f"nodegraph-ui-run-{record.id}")
-            self._thread.start()
-        return record
-
-    def wait(self, timeout: float | None = None) -> None:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-
-    def cancel(self, record: RunRecord) -> bool:
-        """Cancel `record` if it has not finished; its own token, so no other run is touched."""
-        if record.status != "running":
-            return False
-        record.token.cancel()
-        return True
-
-    def _on_event(self, record: RunRecord, event: Event) -> None:
-        data = event.as_dict()
-        data.pop("run_id", None)
-        preview = event.info.get("preview") if event.kind == "progress" else None
-        if preview is not None:
-            try:
-                record.preview = png_bytes(preview[:1] if preview.dim() == 4 else preview)[0]
-                data["preview"] = True
-            except (ValueError, AttributeError):
-                pass
-        if len(record.events) >= MAX_EVENTS and event.kind == "progress":
-            return
-        record.events.append(data)
-
-    def _run(self, workflow: Workflow, record: RunRecord) -> None:
-        started = time.perf_counter()
+    def preview(self, value: Any) -> bytes | None:
         try:
-            plan = self.session.compile(workflow)
-            result = self.session.run(plan, outputs=display_targets(plan), on_event=lambda e: self._on_event(record, e),
-                                      cancel_token=record.token)
-            record.outputs, images = collect_outputs(self.session, workflow, result.outputs)
-            record.images = images
-            record.ran, record.cached = result.ran, result.cached
-            record.status = "ok"
-        except RunCancelled as err:
-            record.status, record.error = "cancelled", str(err)
-        except NodeFailed as err:
-            record.status, record.error, record.error_node = "failed", str(err), err.node_id
-        except WorkflowInvalid as err:
-            record.status, record.error = "failed", str(err)
-        except Exception as err:  # noqa: BLE001 - the page must learn about any failure
-            record.status, record.error = "failed", f"{type(err).__name__}: {err}"
-        record.seconds = time.perf_counter() - started
-        record.events.append({"kind": "finished", "status": record.status})
+            return png_bytes(value[:1] if value.dim() == 4 else value)[0]
+        except (ValueError, AttributeError, TypeError):
+            return None

@@ -1,4 +1,5 @@
-// Talking to the server: validate, run (polling the event log), cancel, outputs and the gallery.
+// Talking to the server: validate, run (a job: queued, then followed through its event stream), cancel,
+// outputs and the gallery.
 (function () {
   "use strict";
   const NG = (window.NG = window.NG || {});
@@ -30,8 +31,8 @@
       this.canvas = canvas;
       this.graph = canvas.graph;
       this.panel = panel;  // {status, bar, preview, gallery, problems}
-      this.runId = null;
-      this.runKey = null;  // the run's secret: only the client that started a run may read or cancel it
+      this.runId = null;  // the job's id
+      this.runKey = null;  // the job's secret: only the client that submitted a job may follow, read or cancel it
       this.previews = 0;
     }
 
@@ -72,25 +73,26 @@
       if (this.polling) return;
       let result;
       try {
-        result = await call("POST", "/api/run", this.graph.toJSON());
+        result = await call("POST", "/api/jobs", { workflow: this.graph.toJSON() });
       } catch (err) {
-        this.setStatus(err.message, "error");
-        return;
-      }
-      if (!result.ok) {
-        this.markProblems(result.problems || []);
-        this.setStatus(`not run: ${(result.problems || []).length} problem(s): see the marked nodes`, "error");
+        const problems = err.status === 422 && err.data && err.data.detail && err.data.detail.problems;
+        if (problems) {
+          this.markProblems(problems);
+          this.setStatus(`not run: ${problems.length} problem(s): see the marked nodes`, "error");
+        } else {
+          this.setStatus(err.message, "error");
+        }
         return;
       }
       this.markProblems([]);
       this.canvas.clearStatus();
-      this.runId = result.run;
+      this.runId = result.id;
       this.runKey = result.key;
       this.panel.gallery.replaceChildren();
       this.panel.bar.style.width = "0%";
       this.panel.preview.removeAttribute("src");
       this.panel.preview.classList.remove("ng-show");
-      this.setStatus(`run ${this.runId}: starting`, "busy");
+      this.setStatus(`job ${this.runId}: queued`, "busy");
       this.panel.root.classList.add("ng-is-running");
       await this.poll(this.runId);
       this.panel.root.classList.remove("ng-is-running");
@@ -102,7 +104,7 @@
           this.setStatus("nothing is running", "info");
           return;
         }
-        const result = await call("POST", `/api/runs/${this.runId}/cancel`, undefined, { "X-Run-Key": this.runKey });
+        const result = await call("POST", `/api/jobs/${this.runId}/cancel`, undefined, { "X-Job-Key": this.runKey });
         if (result.cancelled) this.setStatus("cancelling\u2026", "busy");
         else this.setStatus("nothing is running", "info");
       } catch (err) {
@@ -111,37 +113,44 @@
     }
 
     async poll(run) {
+      // Server-Sent Events: the stream replays the job's events, then sends new ones, and ends with
+      // `finished`; after a dropped connection the browser reconnects with Last-Event-ID and resumes.
       this.polling = true;
-      let since = 0;
       try {
-        for (;;) {
-          const data = await call("GET", this.runUrl(run, "/events", `since=${since}`));
-          since = data.next;
-          let finished = false;
-          for (const event of data.events) {
-            if (event.kind === "finished") finished = true;
-            else this.handle(run, event);
-          }
-          if (finished) break;
-          await new Promise((resolve) => setTimeout(resolve, 150));
-        }
+        await new Promise((resolve, reject) => {
+          const source = new EventSource(this.runUrl(run, "/events"));
+          source.onmessage = (message) => {
+            const event = JSON.parse(message.data);
+            if (event.kind === "finished") {
+              source.close();
+              resolve();
+            } else {
+              this.handle(run, event);
+            }
+          };
+          source.onerror = () => {
+            if (source.readyState === EventSource.CLOSED) reject(new Error("the event stream was refused"));
+          };
+        });
         await this.finish(run);
       } catch (err) {
-        this.setStatus(`lost the run: ${err.message}`, "error");
+        this.setStatus(`lost the job: ${err.message}`, "error");
       } finally {
         this.polling = false;
       }
     }
 
     runUrl(run, path, query) {
-      // images load through <img src>, which sends no headers: the key rides in the query string
+      // images and event streams load without custom headers: the key rides in the query string
       const key = `key=${encodeURIComponent(this.runKey || "")}`;
-      return `/api/runs/${run}${path}?${query ? query + "&" : ""}${key}`;
+      return `/api/jobs/${run}${path}?${query ? query + "&" : ""}${key}`;
     }
 
     handle(run, event) {
       const c = this.canvas;
-      if (event.kind === "node_start") {
+      if (event.kind === "run_start") {
+        this.setStatus(`job ${run}: running`, "busy");
+      } else if (event.kind === "node_start") {
         c.setStatus(event.node, { state: "running" });
         this.setStatus(`running ${event.node} (${event.type})`, "busy");
       } else if (event.kind === "node_cached") {
@@ -164,24 +173,25 @@
     }
 
     async finish(run) {
-      const summary = await call("GET", this.runUrl(run, ""));
+      const job = await call("GET", this.runUrl(run, ""));
       const gallery = [];
-      for (const [node, count] of Object.entries(summary.images)) {
-        const urls = [];
-        for (let i = 0; i < count; i++) {
-          urls.push(this.runUrl(run, `/outputs/${encodeURIComponent(node)}.png`, `index=${i}`));
-        }
+      const images = {};
+      for (const file of job.files) {
+        if (file.kind === "preview") (images[file.node] = images[file.node] || []).push(file);
+      }
+      for (const [node, files] of Object.entries(images)) {
+        const urls = files.map((file) => `${file.url}?key=${encodeURIComponent(this.runKey || "")}`);
         this.canvas.setStatus(node, { images: urls });
         for (const url of urls) gallery.push(NG.el("a", { href: url, target: "_blank", title: node },
           NG.el("img", { src: url, alt: node, class: "ng-gallery-image" })));
       }
       this.panel.gallery.replaceChildren(...gallery);
-      this.panel.bar.style.width = summary.status === "ok" ? "100%" : this.panel.bar.style.width;
-      if (summary.status === "ok") {
-        this.setStatus(`run ${run} done in ${summary.seconds.toFixed(2)} s: ran ${summary.ran.length}, ` +
-          `cached ${summary.cached.length}`, "ok");
+      this.panel.bar.style.width = job.status === "done" ? "100%" : this.panel.bar.style.width;
+      if (job.status === "done") {
+        this.setStatus(`job ${run} done in ${(job.seconds || 0).toFixed(2)} s: ran ${job.ran.length}, ` +
+          `cached ${job.cached.length}`, "ok");
       } else {
-        this.setStatus(`run ${run} ${summary.status}: ${summary.error}`, "error");
+        this.setStatus(`job ${run} ${job.status}: ${job.error}`, "error");
       }
     }
   }
