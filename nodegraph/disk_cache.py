@@ -1,7 +1,7 @@
 """The persistent output cache: node outputs under their Merkle key, shared by processes and workers.
 
 Layout: `ROOT/v1/ab/<32 hex>.safetensors`, one file per entry, `ab` the first two hex digits of the key
-(so no folder holds more than a few thousand entries), plus `ROOT/CACHEDIR.TAG` so that backup tools
+(entries spread over at most 256 folders), plus `ROOT/CACHEDIR.TAG` so that backup tools
 skip the folder. A file is an ordinary safetensors file (any safetensors reader opens it) whose
 tensors are the entry's arrays and whose `__metadata__` holds two strings:
 
