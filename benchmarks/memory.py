@@ -61,7 +61,7 @@ def _python(code: str, args: list[str]) -> tuple[subprocess.CompletedProcess, fl
 
 def peak_rss(args: list[str]) -> tuple[float, float]:
     """(peak RSS in MiB, wall seconds) of `nodegraph run default.json <args>` in a fresh process."""
-    proc, seconds = _python(_PROBE, ["run", str(WORKFLOW), "--events", "none", *args])
+    proc, seconds = _python(_PROBE, ["run", str(WORKFLOW), "--events", "none", "--no-disk-cache", *args])
     line = next(li for li in proc.stderr.splitlines() if li.startswith("PEAK_KIB"))
     return int(line.split()[1]) / 1024, seconds
 

@@ -6,8 +6,10 @@ compatible within a plugin API version (`API_VERSION`).
 
 from .atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from .cache import LRUCache
+from .codecs import CODEC_COMPONENT, Array, Codec, Decoder, Encoder, NotStorable
 from .confine import PathPolicy, PathRefused
 from .context import Cancelled, CancelToken, Context
+from .disk_cache import DiskCache, default_disk_cache_dir
 from .events import Event
 from .hooks import hookimpl
 from .node import Bundled, Choice, FilePath, InputPath, Lazy, ModelPath, NodeType, OutputPath, Widget, node
@@ -22,7 +24,9 @@ from .workflow import Link, Workflow, WorkflowFormatError
 __version__ = "0.1.0"
 
 __all__ = [
-    "ANY", "API_VERSION", "BOOLEAN", "Bundled", "InputPath", "ModelPath", "OutputPath", "PathPolicy", "PathRefused",
+    "ANY", "API_VERSION", "Array", "BOOLEAN", "CODEC_COMPONENT", "Codec", "Decoder", "DiskCache", "Encoder",
+    "NotStorable", "default_disk_cache_dir",
+    "Bundled", "InputPath", "ModelPath", "OutputPath", "PathPolicy", "PathRefused",
     "FLOAT", "INT", "JSON", "STRING", "CancelToken", "Cancelled", "Choice",
     "Context", "Event", "FilePath", "LRUCache", "Lazy", "Link", "NodeFailed", "NodeType", "Plan",
     "PluginLoader", "Problem", "Registry", "RegistryError", "RunCancelled", "RunResult", "SETTING_COMPONENT",

@@ -90,21 +90,26 @@ def _fsync(path: Path, flags: int) -> None:
         os.close(fd)
 
 
-def _publish(temp: Path, target: Path, overwrite: bool) -> None:
+def _publish(temp: Path, target: Path, overwrite: bool, durable: bool = True) -> None:
     """Give the fsynced temp file its final name, then fsync the folder so the name survives a crash."""
     if overwrite:
         os.replace(temp, target)
     else:
         os.link(temp, target)  # FileExistsError when the name is taken
-    _fsync(target.parent, os.O_RDONLY)
+    if durable:
+        _fsync(target.parent, os.O_RDONLY)
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, mode: int = 0o644) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, mode: int = 0o644,
+                durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write (for writers that need a file name, e.g. safetensors).
 
     On normal exit the file is fsynced and published as `path` (see the module docstring); on an
     exception, or when publishing fails, the temporary file is removed and nothing is published.
+    `durable=False` skips both fsyncs: readers still see the old file or the complete new one while
+    the system runs, but after a power loss the new name may hold an empty or partial file. Only for
+    files whose readers detect that (the disk cache's entries carry checksums).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -114,8 +119,9 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, mode: int = 
     try:
         yield temp
         os.chmod(temp, permissions)  # a writer may have replaced the file (safetensors writes it as 0600)
-        _fsync(temp, os.O_RDONLY)
-        _publish(temp, target, overwrite)
+        if durable:
+            _fsync(temp, os.O_RDONLY)
+        _publish(temp, target, overwrite, durable)
     finally:
         temp.unlink(missing_ok=True)
 

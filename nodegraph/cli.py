@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from .client import ApiError
 from .confine import PathPolicy
+from .disk_cache import default_disk_cache_dir
 from .events import Event
 from .jobs.store import StoreError
 from .plugins import PluginReport, load_registry
@@ -113,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="on a GPU: host memory in MiB for what the device cache evicts (moved, not dropped)")
     run.add_argument("--threads", type=_positive, metavar="N",
                      help="CPU threads for torch (1 avoids oversubscription when other jobs share the cores)")
+    disk = run.add_argument_group("disk cache (outputs of storable types reused by later processes)")
+    where = disk.add_mutually_exclusive_group()
+    where.add_argument("--disk-cache", metavar="DIR",
+                       help="keep it in DIR (default: $NODEGRAPH_DISK_CACHE, else $NODEGRAPH_DATA_DIR/cache, "
+                            "else ~/.cache/nodegraph)")
+    where.add_argument("--no-disk-cache", action="store_true", help="neither read nor write a disk cache")
+    disk.add_argument("--disk-cache-mb", type=_positive, default=2048,
+                      help="size limit in MiB; least recently used entries go first (default: 2048)")
 
     check = sub.add_parser("validate", parents=[plugin_opts, path_opts],
                            help="check a workflow, list every problem")
@@ -216,7 +225,8 @@ class TextProgress:
             write(f"  {event.node} ({event.type}) ...\n")
             self._last_fraction = -1.0
         elif event.kind == "node_cached":
-            write(f"  {event.node} ({event.type}) cached\n")
+            source = " (disk)" if event.info.get("source") == "disk" else ""
+            write(f"  {event.node} ({event.type}) cached{source}\n")
         elif event.kind == "node_done":
             write(f"  {event.node} done in {event.seconds:.2f}s\n")
         elif event.kind == "warning":
@@ -251,8 +261,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    disk_cache = None if args.no_disk_cache else args.disk_cache or default_disk_cache_dir()
     session = Session(registry, device=args.device, cache_bytes=args.cache_mb << 20, output_dir=args.out,
-                      read_roots=_read_roots(args), host_cache_bytes=args.host_cache_mb << 20)
+                      read_roots=_read_roots(args), host_cache_bytes=args.host_cache_mb << 20,
+                      disk_cache=disk_cache, disk_cache_bytes=args.disk_cache_mb << 20)
     plan = session.compile(workflow)
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else None
     unknown = [o for o in outputs or [] if o not in workflow.nodes]
@@ -274,6 +286,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{label}: {len(result.ran)} ran, {len(result.cached)} cached, "
               f"{result.seconds:.2f}s" + (f" (cached: {', '.join(result.cached)})" if result.cached else ""),
               file=sys.stderr)
+    disk = session.disk_cache
+    if disk is not None and args.events == "text":
+        print(f"disk cache {disk.root}: {disk.hits} hits, {disk.stores} stored"
+              + (f", {disk.corrupt} damaged entries recomputed" if disk.corrupt else ""), file=sys.stderr)
     if args.events != "json":
         for node_id, values in result.outputs.items():
             for name, value in values.items():

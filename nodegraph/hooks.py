@@ -22,7 +22,8 @@ class NodegraphSpec:
     @hookspec
     def nodegraph_register_components(self, registry):
         """Register named components with `registry.add_component(kind, name, value)`: solvers,
-        probability paths, guidance methods, architectures, ... (the kinds are the library's).
+        probability paths, guidance methods, architectures, disk-cache codecs ("codec", see
+        `nodegraph.codecs`), ... (the kinds are the library's).
         Inputs declared `Choice(kind)` list every registered name. Runs before nodes."""
 
     @hookspec

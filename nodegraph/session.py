@@ -21,8 +21,10 @@ from typing import Any
 
 from .atomic import remove_stale_temps
 from .cache import MISSING, LRUCache
+from .codecs import CODEC_COMPONENT
 from .confine import PathPolicy, PathRefused
 from .context import Cancelled, CancelToken, Context
+from .disk_cache import DEFAULT_LIMIT_BYTES, DiskCache, default_disk_cache_dir, disk_salt
 from .events import Event, Subscriber
 from .fingerprint import fingerprint
 from .node import InputValueError
@@ -143,7 +145,6 @@ class _Run:
 
     def ensure(self, roots: Iterable[str]) -> None:
         """Make values of `roots` available: cache hits stop the walk, misses run in topo order."""
-        cache = self.session.cache
         to_run: list[str] = []
         stack = list(roots)
         seen: set[str] = set()
@@ -154,11 +155,11 @@ class _Run:
             seen.add(node_id)
             pn = self.plan.nodes[node_id]
             if not pn.type.side_effect:
-                hit = cache.get(self.keys[node_id])
+                hit, source = self._lookup(node_id)
                 if hit is not MISSING:
                     self.values[node_id] = hit
                     self.cached.append(node_id)
-                    self.emit(Event("node_cached", self.run_id, node_id, pn.type.id))
+                    self.emit(Event("node_cached", self.run_id, node_id, pn.type.id, info={"source": source}))
                     continue
             to_run.append(node_id)
             inputs = pn.type.inputs
@@ -167,6 +168,35 @@ class _Run:
         to_run.sort(key=self.index.__getitem__)
         for node_id in to_run:
             self.execute(node_id)
+
+    def _lookup(self, node_id: str) -> tuple[Any, str]:
+        """(outputs, "memory" or "disk") from the memory cache, else the disk cache (a disk hit is loaded
+        onto the run's device and kept in memory); (MISSING, "") when neither has the node's key."""
+        session, key = self.session, self.keys[node_id]
+        hit = session.cache.get(key)
+        if hit is not MISSING:
+            return hit, "memory"
+        if session.disk_cache is None:
+            return MISSING, ""
+        hit = session.disk_cache.load(session.disk_key(key), session.device)
+        if hit is MISSING or hit.keys() != self.plan.nodes[node_id].type.outputs.keys():
+            return MISSING, ""
+        session.cache.put(key, hit)
+        return hit, "disk"
+
+    def _store(self, node_id: str, outputs: dict[str, Any]) -> None:
+        """Outputs to the disk cache when every one has a codec; a write error is one warning per session."""
+        session, disk = self.session, self.session.disk_cache
+        if disk is None or not outputs:
+            return
+        node_type = self.plan.nodes[node_id].type
+        about = {"node": node_id, "type": node_type.id, "type_version": node_type.version,
+                 "plugin": node_type.plugin, "device": session.device, "dtype": session.dtype}
+        if not disk.store(session.disk_key(self.keys[node_id]), outputs, about) and disk.write_error \
+                and not session.disk_warned:
+            session.disk_warned = True
+            self.emit(Event("warning", self.run_id, node_id, node_type.id,
+                            message=f"disk cache {disk.root} not written ({disk.write_error}); the run goes on"))
 
     def _touch_upstream_of_hits(self, seen: set[str], to_run: list[str]) -> None:
         """Keep the entries upstream of a cache hit recent, so LRU does not evict a loaded model
@@ -245,6 +275,7 @@ class _Run:
         self.node_seconds[node_id] = seconds
         if not node_type.side_effect:
             self.session.cache.put(self.keys[node_id], outputs)
+            self._store(node_id, outputs)
         self.emit(Event("node_done", self.run_id, node_id, node_type.id, seconds=seconds))
 
     def _progress_reporter(self, node_id: str, type_id: str) -> Callable[[int, int, dict[str, Any]], None] | None:
@@ -280,6 +311,10 @@ def _hint(err: BaseException) -> str:
 class Session:
     """Runs workflows, one at a time; keeps the output cache and the device choice between runs.
 
+    `disk_cache`: a folder (or a `DiskCache`) where outputs of storable types (tensors, conditions,
+    plain values) persist across processes, at most `disk_cache_bytes`; True for the default folder
+    (`default_disk_cache_dir`); None (the default for Python use) for none.
+
     Each run has its own CancelToken, registered under its run id while it runs or waits for the
     run before it: `cancel(run_id)` stops that run only, so two callers sharing a session (the
     editor's page and its API) cannot cancel each other's runs."""
@@ -287,7 +322,9 @@ class Session:
     def __init__(self, registry: Registry | None = None, *, device: str | None = None, dtype: str = "float32",
                  cache_bytes: int = 4 << 30, output_dir: str | os.PathLike = "outputs",
                  check_finite: bool = True, read_roots: Iterable[str | os.PathLike] | None = None,
-                 input_roots: Iterable[str | os.PathLike] | None = None, host_cache_bytes: int = 16 << 30) -> None:
+                 input_roots: Iterable[str | os.PathLike] | None = None, host_cache_bytes: int = 16 << 30,
+                 disk_cache: DiskCache | str | os.PathLike | bool | None = None,
+                 disk_cache_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
         self.registry = registry if registry is not None else default_registry()
         self.device = resolve_device(device)
         self.dtype = dtype
@@ -303,10 +340,34 @@ class Session:
         # (nodegraph.offload) instead of being loaded again from disk.
         self.cache = (LRUCache(cache_bytes) if self.device == "cpu"
                       else OffloadingCache(cache_bytes, host_cache_bytes, self.device))
+        if disk_cache is True:
+            disk_cache = default_disk_cache_dir()
+        if disk_cache is None or disk_cache is False:
+            self.disk_cache: DiskCache | None = None
+        elif isinstance(disk_cache, DiskCache):
+            self.disk_cache = disk_cache
+        else:
+            codecs = self.registry.components.get(CODEC_COMPONENT, {}).values()
+            self.disk_cache = DiskCache(disk_cache, disk_cache_bytes, codecs)
+        self.disk_warned = False
+        self._disk_salt: bytes | None = None
         self.subscribers: list[Subscriber] = []
         self._lock = threading.Lock()  # one run at a time: they share the cache and the device
         self._tokens: dict[int, CancelToken] = {}  # run id -> token, for runs running or waiting
         self._tokens_lock = threading.Lock()
+
+    def disk_key(self, key: bytes) -> bytes:
+        """The disk cache's key for a node's Merkle key. It adds what decides the numbers besides the
+        inputs and is the same in every process with the same: the device type (CUDA and CPU random
+        numbers differ), the dtype, and the source of the engine and of every plugin that gave a node
+        type or a codec (`code_fingerprint`, taken once per Session)."""
+        if self._disk_salt is None:
+            codecs = self.registry.components.get(CODEC_COMPONENT, {}).values()
+            # a function without a module ("" is none) has unknown code: then nothing is shared
+            modules = {"nodegraph", *(getattr(t.fn, "__module__", None) or "" for t in self.registry.nodes.values()),
+                       *(type(c).__module__ for c in codecs)}
+            self._disk_salt = disk_salt(self.device, self.dtype, modules)
+        return hashlib.blake2b(self._disk_salt + key, digest_size=16).digest()
 
     @property
     def read_roots(self) -> tuple[Path, ...]:

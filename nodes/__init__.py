@@ -8,9 +8,10 @@ node is adding a function to a module here. Plugins build on `nodes.api`, not on
 import importlib
 import pkgutil
 
-from nodegraph import SETTING_COMPONENT, hookimpl
+from nodegraph import CODEC_COMPONENT, SETTING_COMPONENT, hookimpl
 
 from . import sockets
+from .codecs import BUILTIN_CODECS
 from .guidance import BUILTIN_GUIDANCE
 from .paths import BUILTIN_PATHS
 from .schedules import BUILTIN_SCHEDULE_PATHS
@@ -33,6 +34,8 @@ def nodegraph_register_components(registry):
         registry.add_component("path", path.name, path)
     for method in BUILTIN_GUIDANCE:
         registry.add_component("guidance", method.name, method)
+    for codec in BUILTIN_CODECS:  # what the disk cache may store: tensors and conditions
+        registry.add_component(CODEC_COMPONENT, codec.name, codec)
     from .families.family import BUILTIN_FAMILIES
     from .models.architectures import BUILTIN_ARCHITECTURES
 

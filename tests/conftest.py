@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,10 @@ from nodegraph import Registry
 from nodegraph.plugins import load_registry
 
 from . import engine_nodes
+
+# `nodegraph run` keeps a disk cache by default (~/.cache/nodegraph). Tests must neither share results
+# through the user's folder nor through each other: those that want one pass --disk-cache DIR.
+os.environ["NODEGRAPH_DISK_CACHE"] = "off"
 
 
 @pytest.fixture(scope="session")

@@ -86,3 +86,18 @@ def test_concurrent_no_overwrite_writers_each_get_their_own_file(tmp_path):
     contents = sorted(int((tmp_path / name).read_bytes()) for name in names)
     assert contents == list(range(16))
     assert len(list(tmp_path.iterdir())) == 16
+
+
+def test_durable_writes_fsync_the_file_and_its_folder_and_others_do_not(tmp_path, monkeypatch):
+    from nodegraph import atomic
+
+    synced = []
+    monkeypatch.setattr(atomic, "_fsync", lambda path, flags: synced.append(path))
+    with atomic_path(tmp_path / "durable.bin") as temp:
+        temp.write_bytes(b"1")
+    assert len(synced) == 2 and synced[1] == tmp_path
+    synced.clear()
+    with atomic_path(tmp_path / "cache.bin", durable=False) as temp:
+        temp.write_bytes(b"2")
+    assert synced == [] and (tmp_path / "cache.bin").read_bytes() == b"2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.bin", "durable.bin"]  # no temporary left
