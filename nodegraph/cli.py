@@ -114,14 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="on a GPU: host memory in MiB for what the device cache evicts (moved, not dropped)")
     run.add_argument("--threads", type=_positive, metavar="N",
                      help="CPU threads for torch (1 avoids oversubscription when other jobs share the cores)")
-    disk = run.add_argument_group("disk cache (outputs of storable types reused by later processes)")
-    where = disk.add_mutually_exclusive_group()
-    where.add_argument("--disk-cache", metavar="DIR",
-                       help="keep it in DIR (default: $NODEGRAPH_DISK_CACHE, else $NODEGRAPH_DATA_DIR/cache, "
-                            "else ~/.cache/nodegraph)")
-    where.add_argument("--no-disk-cache", action="store_true", help="neither read nor write a disk cache")
-    disk.add_argument("--disk-cache-mb", type=_positive, default=2048,
-                      help="size limit in MiB; least recently used entries go first (default: 2048)")
+    _disk_cache_options(run)
 
     check = sub.add_parser("validate", parents=[plugin_opts, path_opts],
                            help="check a workflow, list every problem")
@@ -148,6 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _disk_cache_options(parser: argparse.ArgumentParser) -> None:
+    """--disk-cache DIR / --no-disk-cache / --disk-cache-mb, shared by `run`, `ui` and `serve`."""
+    disk = parser.add_argument_group("disk cache (outputs of storable types reused by later processes)")
+    where = disk.add_mutually_exclusive_group()
+    where.add_argument("--disk-cache", metavar="DIR",
+                       help="keep it in DIR (default: $NODEGRAPH_DISK_CACHE, else $NODEGRAPH_DATA_DIR/cache, "
+                            "else ~/.cache/nodegraph)")
+    where.add_argument("--no-disk-cache", action="store_true", help="neither read nor write a disk cache")
+    disk.add_argument("--disk-cache-mb", type=_positive, default=2048,
+                      help="size limit in MiB; least recently used entries go first (default: 2048)")
+
+
+def _disk_cache_dir(args: argparse.Namespace) -> Path | None:
+    """The disk cache folder the options choose (None: switched off)."""
+    return None if args.no_disk_cache else Path(args.disk_cache) if args.disk_cache else default_disk_cache_dir()
+
+
 def _server_options() -> argparse.ArgumentParser:
     """Options of `ui` and `serve`: bind address, access (docs/ui.md#safety), folders."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -168,6 +178,7 @@ def _server_options() -> argparse.ArgumentParser:
                        help="output folder: every file a job's nodes write lands in it (default: outputs)")
     paths.add_argument("--data-dir", metavar="DIR",
                        help="the jobs database and job images (default: $NODEGRAPH_DATA_DIR, else ./.nodegraph)")
+    _disk_cache_options(parent)
     return parent
 
 
@@ -261,7 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    disk_cache = None if args.no_disk_cache else args.disk_cache or default_disk_cache_dir()
+    disk_cache = _disk_cache_dir(args)
     session = Session(registry, device=args.device, cache_bytes=args.cache_mb << 20, output_dir=args.out,
                       read_roots=_read_roots(args), host_cache_bytes=args.host_cache_mb << 20,
                       disk_cache=disk_cache, disk_cache_bytes=args.disk_cache_mb << 20)
@@ -404,7 +415,8 @@ def _start_server(args: argparse.Namespace, workflow: str | None, editor: bool) 
     find_app("ui")(workflow, host=args.host, port=args.port, plugin_dirs=args.plugins_dir, token=args.token,
                    allowed_hosts=args.allowed_hosts, allowed_origins=args.allowed_origins,
                    read_roots=args.read_root, disabled_plugins=args.disable_plugin,
-                   only_plugins=_only_plugins(args), data_dir=args.data_dir, output_dir=args.out, editor=editor)
+                   only_plugins=_only_plugins(args), data_dir=args.data_dir, output_dir=args.out, editor=editor,
+                   disk_cache=_disk_cache_dir(args), disk_cache_bytes=args.disk_cache_mb << 20)
     return EXIT_OK
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -209,11 +210,28 @@ def code_fingerprint(module_names: Iterable[str]) -> bytes:
     return hasher.digest()
 
 
+NUMERIC_LIBRARIES = ("torch", "numpy", "diffusers", "transformers", "peft", "safetensors", "pillow")
+"""Installed libraries whose version may change the numbers a node computes (kernels, defaults)."""
+
+
+def library_versions(names: Iterable[str] = NUMERIC_LIBRARIES) -> str:
+    """"name=version" of each installed library in `names` ("name=-" when absent), one string."""
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name}={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name}=-")
+    return ",".join(found)
+
+
 def disk_salt(device: str, dtype: str, module_names: Iterable[str]) -> bytes:
     """What a disk key adds to a Merkle key: the device type (CUDA and CPU draw different random numbers;
-    "cuda:0" and "cuda:1" the same), the dtype, and `code_fingerprint` of the modules."""
+    "cuda:0" and "cuda:1" the same), the dtype, the versions of the numeric libraries (a new torch may
+    compute other numbers) and `code_fingerprint` of the modules."""
     device_type = device.split(":")[0]
-    return f"nodegraph-disk\x00{device_type}\x00{dtype}\x00".encode() + code_fingerprint(module_names)
+    return (f"nodegraph-disk\x00{device_type}\x00{dtype}\x00{library_versions()}\x00".encode()
+            + code_fingerprint(module_names))
 
 
 # the store ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 import ui.app
 from nodegraph import cli
+from tests.job_nodes import saving
 
 TOKEN = "a-test-token-of-24-chars"
 ENVIRONMENT = ("NODEGRAPH_TOKEN", "NODEGRAPH_ALLOWED_HOSTS", "NODEGRAPH_ALLOWED_ORIGINS", "NODEGRAPH_READ_ROOTS")
@@ -43,7 +44,8 @@ def test_every_ui_option_is_passed_to_the_app(monkeypatch):
     argv = ["ui", "wf.json", "--host", "0.0.0.0", "--port", "8123", "--token", TOKEN,
             "--allowed-host", "a.example", "--allowed-host", "b.example", "--allowed-origin", "https://c.example",
             "--read-root", "/data/one", "--read-root", "/data/two", "--plugins-dir", "mine",
-            "--disable-plugin", "noisy", "--only-plugins", "mine, other", "--data-dir", "state", "--out", "made"]
+            "--disable-plugin", "noisy", "--only-plugins", "mine, other", "--data-dir", "state", "--out", "made",
+            "--disk-cache", "kept", "--disk-cache-mb", "64"]
     assert cli.main(argv) == 0
     [(name, args, kwargs)] = received
     assert name == "ui" and args == ("wf.json",)
@@ -51,7 +53,7 @@ def test_every_ui_option_is_passed_to_the_app(monkeypatch):
                       "allowed_hosts": ["a.example", "b.example"], "allowed_origins": ["https://c.example"],
                       "read_roots": ["/data/one", "/data/two"], "disabled_plugins": ["noisy"],
                       "only_plugins": ["mine", "other"], "data_dir": "state", "output_dir": "made",
-                      "editor": True}
+                      "editor": True, "disk_cache": Path("kept"), "disk_cache_bytes": 64 << 20}
     monkeypatch.undo()
     assert cli.find_app("ui") is ui.app.main
     inspect.signature(ui.app.main).bind(*args, **kwargs)  # the real app accepts every option passed
@@ -65,6 +67,9 @@ def test_serve_passes_the_same_options_without_the_editor(monkeypatch):
     [(name, args, kwargs)] = received
     assert name == "ui" and args == (None,) and kwargs["editor"] is False and kwargs["data_dir"] == "state"
     assert kwargs["allowed_origins"] == ["https://c.example"] and kwargs["port"] == 8124
+    received.clear()
+    assert cli.main(["serve", "--no-disk-cache"]) == 0
+    assert received[0][2]["disk_cache"] is None
 
 
 def test_serve_starts_the_api_behind_the_guard_without_the_editor_page(served, capsys):
@@ -77,6 +82,29 @@ def test_serve_starts_the_api_behind_the_guard_without_the_editor_page(served, c
         assert client.get("/api/jobs").status_code == 401
         assert client.get("/openapi.json", headers=auth).json()["info"]["title"] == "nodegraph"
     assert (Path("state") / "jobs.sqlite3").is_file()  # the data folder it was given (in the working folder)
+
+
+def test_jobs_of_a_server_fill_the_disk_cache_that_a_later_run_reads(monkeypatch, capsys):
+    """The server's session keeps storable outputs on disk, so a new process (here: `nodegraph run`)
+    loads them instead of computing them again."""
+    auth, answers = {"Authorization": f"Bearer {TOKEN}"}, []
+
+    def serve_one_job(app, **options):  # runs while the server is up (its job store open)
+        with TestClient(app, base_url="http://127.0.0.1:7860") as client:
+            job = client.post("/api/jobs", json={"workflow": saving(5)}, headers=auth).json()
+            answers.append(client.get(f"/api/jobs/{job['id']}", headers=auth).json())
+            client.get(f"/api/jobs/{job['id']}/events", headers=auth)  # the stream ends when the job does
+            answers.append(client.get(f"/api/jobs/{job['id']}", headers=auth).json())
+
+    monkeypatch.setattr(uvicorn, "run", serve_one_job)
+    assert cli.main(["serve", "--token", TOKEN, "--data-dir", "state", "--disk-cache", "shared"]) == 0
+    assert answers[-1]["status"] == "done"
+    assert list(Path("shared").rglob("*.safetensors")), "the server stored nothing in its disk cache"
+    Path("wf.json").write_text(json.dumps(saving(5)))
+    capsys.readouterr()
+    assert cli.main(["run", "wf.json", "--disk-cache", "shared", "--outputs", "image"]) == 0
+    err = capsys.readouterr().err
+    assert "image" in err and "(disk)" in err, err
 
 
 def load_image(path: str) -> bytes:

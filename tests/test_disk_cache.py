@@ -2,6 +2,7 @@
 entry is recomputed and rewritten, eviction drops the least recently used, only storable outputs of
 pure nodes are stored, values round-trip exactly, and the store reads nothing but its own files."""
 
+import importlib.metadata
 import json
 import math
 import pickle
@@ -388,6 +389,10 @@ def test_the_disk_key_names_the_device_type_the_dtype_and_the_code(tmp_path, mon
     assert cpu == disk_salt("cpu", "float32", modules)
     assert cpu != disk_salt("cuda", "float32", modules) and cpu != disk_salt("cpu", "bfloat16", modules)
     assert disk_salt("cuda:0", "float32", modules) == disk_salt("cuda:1", "float32", modules)
+    real_version = importlib.metadata.version
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.metadata, "version", lambda name: "99.0" if name == "torch" else real_version(name))
+        assert disk_salt("cpu", "float32", modules) != cpu  # another torch may compute other numbers
 
     package = tmp_path / "fp_plugin"
     (package / "sub").mkdir(parents=True)

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from nodegraph import Session, Workflow, WorkflowFormatError, atomic_write_bytes
+from nodegraph.disk_cache import DEFAULT_LIMIT_BYTES
 from nodegraph.jobs import JobQueue, JobRejected, JobStore
 from nodegraph.settings import check_settings
 
@@ -203,13 +204,15 @@ def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
          allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None,
          read_roots: list[str] | None = None, disabled_plugins: list[str] | None = None,
          only_plugins: list[str] | None = None, data_dir: str | None = None, output_dir: str = "outputs",
-         editor: bool = True) -> None:
+         editor: bool = True, disk_cache: str | os.PathLike | None = None,
+         disk_cache_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
     """Start the server and block until interrupted: `nodegraph ui` (editor=True, `python -m ui`) or
     `nodegraph serve` (editor=False: the API only).
 
     Nodes may read the working folder, `read_roots` and $NODEGRAPH_READ_ROOTS; they write to `output_dir`.
-    Jobs are kept in `data_folder(data_dir)`. `disabled_plugins` / `only_plugins` select plugins as
-    `nodegraph run` does (built-ins always load)."""
+    Jobs are kept in `data_folder(data_dir)`; node outputs of storable types in the `disk_cache` folder
+    (None: no disk cache), shared with `nodegraph run` and other servers. `disabled_plugins` /
+    `only_plugins` select plugins as `nodegraph run` does (built-ins always load)."""
     import uvicorn
 
     from nodegraph.plugins import load_registry
@@ -232,7 +235,8 @@ def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
         if host in ("0.0.0.0", "::") and config.hosts == {"127.0.0.1", "localhost", "::1"}:
             print("note: only loopback Host names are accepted; pass --allowed-host NAME (or "
                   "NODEGRAPH_ALLOWED_HOSTS) for the name other machines use", file=sys.stderr)
-    session = Session(registry, output_dir=output_dir, read_roots=[Path.cwd(), *(read_roots or [])])
+    session = Session(registry, output_dir=output_dir, read_roots=[Path.cwd(), *(read_roots or [])],
+                      disk_cache=disk_cache, disk_cache_bytes=disk_cache_bytes)
     context = make_context(session, initial=initial, data_dir=data_folder(data_dir))
     if context.jobs.interrupted:
         print(f"jobs interrupted when the server last stopped: {', '.join(map(str, context.jobs.interrupted))} "
