@@ -10,6 +10,7 @@ from .confine import PathPolicy, PathRefused
 from .context import Cancelled, CancelToken, Context
 from .events import Event
 from .hooks import hookimpl
+from .lists import BatchAxis, ElementCounts, ListOf, SweepOf, batch_tiles
 from .node import Bundled, Choice, FilePath, InputPath, Lazy, ModelPath, NodeType, OutputPath, Widget, node
 from .plugins import API_VERSION, PluginLoader, default_registry, load_registry
 from .registry import Registry, RegistryError
@@ -22,7 +23,8 @@ from .workflow import Link, Workflow, WorkflowFormatError
 __version__ = "0.1.0"
 
 __all__ = [
-    "ANY", "API_VERSION", "BOOLEAN", "Bundled", "InputPath", "ModelPath", "OutputPath", "PathPolicy", "PathRefused",
+    "ANY", "API_VERSION", "BOOLEAN", "BatchAxis", "Bundled", "ElementCounts", "ListOf", "SweepOf", "batch_tiles",
+    "InputPath", "ModelPath", "OutputPath", "PathPolicy", "PathRefused",
     "FLOAT", "INT", "JSON", "STRING", "CancelToken", "Cancelled", "Choice",
     "Context", "Event", "FilePath", "LRUCache", "Lazy", "Link", "NodeFailed", "NodeType", "Plan",
     "PluginLoader", "Problem", "Registry", "RegistryError", "RunCancelled", "RunResult", "SETTING_COMPONENT",

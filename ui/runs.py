@@ -115,9 +115,17 @@ def collect_outputs(session: Session, workflow: Workflow, outputs: dict[str, dic
         summaries[node_id] = {}
         for name, value in values.items():
             summaries[node_id][name] = summarize(value)
-            if is_image_output(node_type.outputs[name].socket.lineage(), value):
-                images.setdefault(node_id, []).extend(png_bytes(value))
+            for item in _elements(value):  # a node run once per list element: every element's images
+                if is_image_output(node_type.outputs[name].socket.lineage(), item):
+                    images.setdefault(node_id, []).extend(png_bytes(item))
     return summaries, images
+
+
+def _elements(value: Any) -> list[Any]:
+    """The value, or the leaves of a (nested) list of values."""
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _elements(item)]
+    return [value]
 
 
 class RunManager:
