@@ -188,6 +188,23 @@ def test_equal_elements_run_once(registry):
     assert result.value("total") == 18.0
 
 
+def test_prompts_from_a_file_rerun_only_the_changed_line(registry, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\n  a blue square \na green star\n")
+    session = Session(registry, read_roots=[tmp_path])
+    workflow = wf({"p": {"type": "core/prompt_file", "inputs": {"path": str(prompts)}},
+                   "j": {"type": "test/join", "inputs": {"a": 1.0, "b": link("p", "prompts")}}})
+    assert session.run(workflow).value("j") == ["1a red circle", "1a blue square", "1a green star"]
+    prompts.write_text("a red circle\na blue triangle\na green star\n")
+    result = session.run(workflow)
+    assert result.value("j")[1] == "1a blue triangle" and result.elements["j"].ran == [1]
+    lines = wf({"p": {"type": "core/prompt_lines", "inputs": {"text": "x\ny"}},
+                "r": {"type": "core/range", "inputs": {"start": 1, "stop": 3}},
+                "j": {"type": "test/join", "inputs": {"a": link("r", "values"), "b": link("p", "prompts")},
+                      "list_mode": "product"}})
+    assert session.run(lines).value("j") == ["1x", "1y", "2x", "2y"]
+
+
 # -- batching ------------------------------------------------------------------------------------
 
 def batched_workflow(sizes: list[int], shift: dict | None = None) -> Workflow:
