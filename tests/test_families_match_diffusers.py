@@ -161,3 +161,23 @@ def test_vae_nodes_equal_the_pipelines_decode_and_encode(session, folders):
         encoded = vae.images_to_latents(images)
         mean = pipe.vae.encode(images * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
     torch.testing.assert_close(encoded, mean, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family,workflow,size", [("sd15", "sd15_text_to_image.json", 16),
+                                                  ("sd3", "sd3_text_to_image.json", 16)])
+def test_the_sde_solver_and_cfg_rescale_and_interval_run_on_pretrained_models(session, folders, family, workflow,
+                                                                              size):
+    """The same SDE, guidance-rescale and guidance-interval nodes as for our own models."""
+    w = Workflow.load(WORKFLOWS / workflow).set("model.path", str(folders[family]))
+    w = w.set("noise.width", size).set("noise.height", size).set("grid.steps", 3)
+    plain = session.run(w, outputs=["solve"]).value("solve.latent")
+    shaped = session.run(w.set("cfg.rescale", 0.7).set("cfg.t_lo", 0.2), outputs=["solve"]).value("solve.latent")
+    assert torch.isfinite(shaped).all() and not torch.allclose(shaped, plain)
+    data = w.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["nodes"]["sigma"] = {"type": "core/sigma_schedule", "inputs": {"kind": "beta"}}
+    data["nodes"]["solve"] = {"type": "core/sde_solve", "inputs": {
+        "field": {"from": "cfg", "output": "vector_field"}, "noise": {"from": "noise", "output": "latent"},
+        "grid": {"from": "grid", "output": "time_grid"}, "sigma": {"from": "sigma", "output": "sigma_schedule"},
+        "seed": 1}}
+    sde = session.run(Workflow.model_validate(data), outputs=["solve"]).value("solve.latent")
+    assert sde.shape == plain.shape and torch.isfinite(sde).all() and not torch.allclose(sde, plain)
