@@ -12,6 +12,7 @@ from .context import Cancelled, CancelToken, Context
 from .disk_cache import DiskCache, default_disk_cache_dir
 from .events import Event
 from .hooks import hookimpl
+from .lists import BatchAxis, ElementCounts, ListOf, SweepOf, batch_tiles
 from .node import Bundled, Choice, FilePath, InputPath, Lazy, ModelPath, NodeType, OutputPath, Widget, node
 from .plugins import API_VERSION, PluginLoader, default_registry, load_registry
 from .registry import Registry, RegistryError
@@ -24,8 +25,8 @@ from .workflow import Link, Workflow, WorkflowFormatError
 __version__ = "0.1.0"
 
 __all__ = [
-    "ANY", "API_VERSION", "Array", "BOOLEAN", "CODEC_COMPONENT", "Codec", "Decoder", "DiskCache", "Encoder",
-    "NotStorable", "default_disk_cache_dir",
+    "ANY", "API_VERSION", "Array", "BOOLEAN", "BatchAxis", "CODEC_COMPONENT", "Codec", "Decoder", "DiskCache",
+    "ElementCounts", "Encoder", "ListOf", "NotStorable", "SweepOf", "batch_tiles", "default_disk_cache_dir",
     "Bundled", "InputPath", "ModelPath", "OutputPath", "PathPolicy", "PathRefused",
     "FLOAT", "INT", "JSON", "STRING", "CancelToken", "Cancelled", "Choice",
     "Context", "Event", "FilePath", "LRUCache", "Lazy", "Link", "NodeFailed", "NodeType", "Plan",

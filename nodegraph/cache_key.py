@@ -61,6 +61,11 @@ def _encode(form: Any) -> str:
     return json.dumps(form, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def canonical_json(value: Any) -> str:
+    """`canonical(value)` as compact JSON text: equal for two values exactly when they are the same value."""
+    return _encode(canonical(value))
+
+
 def static_digest(type_id: str, version: int, values: dict[str, Any]) -> bytes:
     """Digest of a node's type, version and coerced widget values (defaults included)."""
     body = _encode(canonical(values))

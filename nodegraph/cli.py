@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import itertools
 import json
 import sys
 import time
@@ -23,6 +22,7 @@ from .confine import PathPolicy
 from .disk_cache import default_disk_cache_dir
 from .events import Event
 from .jobs.store import StoreError
+from .lists import sweep
 from .plugins import PluginReport, load_registry
 from .registry import Registry
 from .remote_cli import REMOTE_COMMANDS, RemoteUsageError, add_remote_commands
@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="progress display on stderr (text), JSON lines on stdout (json), or none")
     run.add_argument("--repeat", type=_positive, default=1, help="run N times in one session (cache reused)")
     run.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
-                     help="run once per value (several --sweep: every combination), one cache for all")
+                     help="run for every value (several --sweep: every combination) as one run of a sweep: "
+                          "outputs per value, shared work done once, noises solved as one batch")
     run.add_argument("--cache-mb", type=_positive, default=4096,
                      help="output cache budget in MiB (device memory on a GPU)")
     run.add_argument("--host-cache-mb", type=_positive, default=16384,
@@ -257,6 +258,10 @@ class TextProgress:
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, list) and value and all(getattr(v, "shape", None) is not None or isinstance(v, list)
+                                                 for v in value):
+        text = f"list of {len(value)}: [" + ", ".join(_describe(v) for v in value[:3]) + (", ..." * (len(value) > 3))
+        return (text if len(text) <= 197 else text[:193] + "...") + "]"
     shape = getattr(value, "shape", None)
     if shape is not None and hasattr(value, "dtype"):
         return f"tensor{tuple(shape)} {str(value.dtype).replace('torch.', '')}"
@@ -288,15 +293,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         listener = TextProgress(sys.stderr)
     else:
         listener = None
-    print(f"running {args.workflow} on {session.device}", file=sys.stderr)
-    runs = [(f"run {i + 1}", plan) for i in range(max(1, args.repeat))]
     if args.sweep:
-        runs = [(label, session.compile(variant)) for label, variant in _sweep_variants(workflow, args.sweep)]
-    for label, current in runs:
-        result = session.run(current, outputs=outputs, on_event=listener)
-        print(f"{label}: {len(result.ran)} ran, {len(result.cached)} cached, "
+        swept, labels = _sweep(workflow, args.sweep, session)
+        plan = session.compile(swept)
+        print(f"sweep of {len(labels)}: {'; '.join(labels)}", file=sys.stderr)
+    print(f"running {args.workflow} on {session.device}", file=sys.stderr)
+    for i in range(max(1, args.repeat)):
+        result = session.run(plan, outputs=outputs, on_event=listener)
+        print(f"run {i + 1}: {len(result.ran)} ran, {len(result.cached)} cached, "
               f"{result.seconds:.2f}s" + (f" (cached: {', '.join(result.cached)})" if result.cached else ""),
               file=sys.stderr)
+        if result.elements:
+            print("  elements run: " + ", ".join(f"{node} {len(counts.ran)}/{counts.total}"
+                                                 for node, counts in result.elements.items()), file=sys.stderr)
     disk = session.disk_cache
     if disk is not None and args.events == "text":
         print(f"disk cache {disk.root}: {disk.hits} hits, {disk.stores} stored"
@@ -308,8 +317,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _sweep_variants(workflow: Workflow, sweeps: Sequence[str]) -> list[tuple[str, Workflow]]:
-    """Every combination of the swept values, as labelled copies of the workflow."""
+def _sweep(workflow: Workflow, sweeps: Sequence[str], session: Session) -> tuple[Workflow, list[str]]:
+    """The workflow with each swept input fed by a sweep (`nodegraph.lists.sweep`), and a label per element.
+    Each value is first validated where it will go, so a bad one stops everything before anything runs."""
+    registry = session.registry
     axes = []
     for item in sweeps:
         address, sep, raw = item.partition("=")
@@ -319,19 +330,26 @@ def _sweep_variants(workflow: Workflow, sweeps: Sequence[str]) -> list[tuple[str
             values = parse_cli_value(raw) if raw.startswith("[") else [parse_cli_value(v) for v in raw.split(",")]
         except ValueError as err:
             raise UsageError(f"--sweep {_clip(item)}: {err}") from None
-        if not isinstance(values, list):
+        if not isinstance(values, list) or not values:
             raise UsageError(f"--sweep {item!r}: the values must be a JSON list or comma-separated")
-        axes.append((address.strip(), values))
-    variants = []
-    for combo in itertools.product(*(values for _, values in axes)):
-        variant = workflow.copy_deep()
-        for (address, _), value in zip(axes, combo, strict=True):
+        address = address.strip()
+        node_id, _, input_name = address.rpartition(".")
+        node_type = registry.nodes.get(workflow.nodes[node_id].type) if node_id in workflow.nodes else None
+        spec = node_type.inputs.get(input_name) if node_type is not None else None
+        if spec is not None and not spec.is_widget:
+            raise UsageError(f"--sweep {address}: this input is a {spec.socket.name} socket, not a value")
+        for value in values:
             try:
-                variant.set(address, value)
+                problems = validate(workflow.copy_deep().set(address, value), registry, session.paths)
             except KeyError as err:
                 raise UsageError(f"--sweep {address}: {err.args[0]}") from None
-        variants.append((" ".join(f"{a}={v}" for (a, _), v in zip(axes, combo, strict=True)), variant))
-    return variants
+            if problems:
+                raise WorkflowInvalid(problems)
+        axes.append((address, values))
+    try:
+        return sweep(workflow, axes)
+    except KeyError as err:
+        raise UsageError(f"--sweep {err.args[0]}") from None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@
 
 Parameters annotated with a registered `SocketType` are link sockets; `int`, `float`, `str`,
 `bool`, `Literal[...]`, lists and dicts are widgets (also fed by links of a compatible type);
+`ListOf[T]` takes a whole list of T (see `nodegraph.lists` for when a node runs once per element);
 pydantic `Field` constraints in `Annotated[...]` give bounds, validation and the JSON Schema the
 browser draws. `Lazy[T]` inputs arrive as zero-argument callables evaluated only when called.
 A parameter annotated `Context` receives the run context. The return annotation names the
@@ -30,7 +31,8 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from .context import Context
-from .types import BOOLEAN, FLOAT, INT, JSON, STRING, SocketType
+from .lists import BatchAxis, ListKind, ListMarker
+from .types import ANY, BOOLEAN, FLOAT, INT, JSON, STRING, SocketType
 
 NODE_ID = re.compile(r"^[a-z][a-z0-9_]*/[a-z0-9_][a-z0-9_./-]*$")
 
@@ -148,6 +150,13 @@ class InputSpec:
     widget_hint: dict[str, Any] = field(default_factory=dict)
     choice: str | None = None
     bundled: Bundled | None = None
+    list_element: SocketType | None = None
+    """The element type when the input takes a whole list (`ListOf[T]`, or a list widget such as
+    `list[float]`); None for an input of one value, which runs its node once per element of a list."""
+    list_socket: bool = False
+    """Declared `ListOf[T]`: the node gets a list of socket values (a single linked value, a list of one)."""
+    batch_axis: int | None = None
+    """`BatchAxis(dim)`: list elements differing only here may run as one call (see `nodegraph.lists`)."""
 
     @property
     def is_file(self) -> bool:
@@ -168,6 +177,13 @@ class InputSpec:
 
     def coerce(self, value: Any) -> Any:
         """Validate a widget value (literal or arriving on a link) against type and bounds."""
+        if self.list_socket:
+            items = list(value) if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if not self.socket.accepts_value(item):
+                    raise InputValueError(f"expected a list of {self.socket.name}, got an element of type "
+                                          f"{type(item).__name__}")
+            return items
         if self.adapter is None or (self.choice is not None and not isinstance(value, str)):
             if not self.socket.accepts_value(value):
                 raise InputValueError(f"expected {self.socket.name}, got {type(value).__name__}")
@@ -218,6 +234,10 @@ class InputSpec:
 class OutputSpec:
     name: str
     socket: SocketType
+    list_kind: ListKind | None = None
+    """"list" for `ListOf[T]`, "sweep" for `SweepOf[T]`: the node returns a Python list of T."""
+    batch_axis: int | None = None
+    """`BatchAxis(dim)`: after a call running several elements at once, split back along `dim`."""
 
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
@@ -265,6 +285,8 @@ class NodeType:
                 schema["enum"] = registry.component_names(spec.choice)
             inputs[name] = {"type": spec.socket.name, "required": spec.required, "widget": spec.is_widget,
                             "schema": schema}
+            if spec.list_element is not None:
+                inputs[name]["list_of"] = spec.list_element.name
         return {
             "id": self.id,
             "version": self.version,
@@ -275,7 +297,8 @@ class NodeType:
             "side_effect": self.side_effect,
             "output_node": self.output_node,
             "inputs": inputs,
-            "outputs": {name: {"type": spec.socket.name} for name, spec in self.outputs.items()},
+            "outputs": {name: {"type": spec.socket.name, **({"list": spec.list_kind} if spec.list_kind else {})}
+                        for name, spec in self.outputs.items()},
         }
 
     def migrate(self, saved_version: int, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -350,7 +373,8 @@ _WIDGET_PYTHON_TYPES: dict[str, Any] = {"INT": int, "FLOAT": float, "STRING": st
 
 def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, PathAccess | None, dict[str, Any]]:
     """Map an annotation to (socket, annotation for validation, lazy, path access, widget hint).
-    A `Choice` is returned in the hint under the key "choice", a `Bundled` under "bundled"."""
+    A `Choice` is returned in the hint under the key "choice", a `Bundled` under "bundled", a list
+    marker's kind under "list" and a `BatchAxis` dimension under "batch_axis"."""
     lazy = False
     access: PathAccess | None = None
     hint: dict[str, Any] = {}
@@ -370,6 +394,10 @@ def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, Pat
                 hint.update(item.as_schema())
             elif isinstance(item, Choice):
                 hint["choice"] = item.kind
+            elif isinstance(item, ListMarker):
+                hint["list"] = item.kind
+            elif isinstance(item, BatchAxis):
+                hint["batch_axis"] = item.dim
             elif isinstance(item, SocketType):
                 socket = item
             else:
@@ -397,6 +425,31 @@ def _socket_for(annotation: Any, where: str) -> tuple[SocketType, Any, bool, Pat
 
 def _is_union(annotation: Any) -> bool:
     return get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _list_widget_element(annotation: Any, where: str) -> SocketType | None:
+    """The element socket of a list or tuple widget (`list[float]` -> FLOAT, `tuple[int, ...]` -> INT,
+    nested or mixed items -> JSON, unconstrained items -> ANY); None for any other annotation."""
+    base = annotation
+    while get_origin(base) is Annotated:
+        base = get_args(base)[0]
+    origin = get_origin(base)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        members = [a for a in get_args(base) if a is not type(None)]
+        return _list_widget_element(members[0], where) if len(members) == 1 else None
+    if base in (list, tuple):
+        return ANY
+    if origin not in (list, tuple):
+        return None
+    items = [a for a in get_args(base) if a is not Ellipsis]
+    if not items:
+        return ANY
+    if len({repr(a) for a in items}) > 1:
+        return JSON
+    try:
+        return _socket_for(items[0], where)[0]
+    except NodeDefinitionError:
+        return ANY
 
 
 def _primitive_socket(base: Any, where: str) -> SocketType:
@@ -431,13 +484,20 @@ def _parse_outputs(fn: Callable[..., Any], hints: dict[str, Any], names: tuple[s
     if isinstance(ret, type) and issubclass(ret, tuple) and hasattr(ret, "__annotations__") \
             and hasattr(ret, "_fields"):
         field_hints = typing.get_type_hints(ret, include_extras=True)
-        outs = {n: OutputSpec(n, _socket_for(field_hints[n], f"{where} output {n}")[0]) for n in ret._fields}
+        outs = {n: _output_spec(n, field_hints[n], f"{where} output {n}") for n in ret._fields}
         return outs, True
-    socket = _socket_for(ret, f"{where} return")[0]
     if names and len(names) != 1:
         raise NodeDefinitionError(f"{where}: one return type but outputs={names}")
-    name = names[0] if names else socket.name.lower()
-    return {name: OutputSpec(name, socket)}, False
+    spec = _output_spec("", ret, f"{where} return")
+    spec.name = names[0] if names else spec.socket.name.lower()
+    return {spec.name: spec}, False
+
+
+def _output_spec(name: str, annotation: Any, where: str) -> OutputSpec:
+    socket, _, lazy, access, hint = _socket_for(annotation, where)
+    if lazy or access is not None or "choice" in hint:
+        raise NodeDefinitionError(f"{where}: Lazy, paths and Choice describe inputs, not outputs")
+    return OutputSpec(name, socket, hint.get("list"), hint.get("batch_axis"))
 
 
 def node(
@@ -487,9 +547,17 @@ def build_node_type(fn: Callable[..., Any], id: str, *, version: int, category: 
         socket, validation_type, lazy, access, hint = _socket_for(annotation, f"{where} input {name!r}")
         choice = hint.pop("choice", None)
         bundled = hint.pop("bundled", None)
+        list_kind = hint.pop("list", None)
+        batch_axis = hint.pop("batch_axis", None)
         if bundled is not None and (access is None or access.mode != "read"):
             raise NodeDefinitionError(f"{where} input {name!r}: Bundled(...) goes with InputPath")
-        spec = InputSpec(name, socket, validation_type, param.default, lazy, access, hint, choice, bundled)
+        if list_kind is not None and (list_kind != "list" or socket.widget or choice is not None or lazy):
+            raise NodeDefinitionError(f"{where} input {name!r}: ListOf[T] takes a socket type T (write list[float] "
+                                      "for a list widget); sweeps are outputs only")
+        element = socket if list_kind is not None else (
+            _list_widget_element(validation_type, f"{where} input {name!r}") if socket is JSON else None)
+        spec = InputSpec(name, socket, validation_type, param.default, lazy, access, hint, choice, bundled,
+                         element, list_kind is not None, batch_axis)
         if not spec.required and spec.is_widget and spec.default is not None:
             try:
                 spec.coerce(spec.default)

@@ -5,6 +5,10 @@ fingerprints of the files it reads): a Merkle signature, so changing one widget 
 and its descendants only. A run resolves what the requested outputs need by walking back from
 them and stopping at cache hits, then executes the misses in topological order. Lazy inputs are
 resolved the same way, on demand, when the node calls them.
+
+A node fed lists where it takes one value (see `nodegraph.lists`) runs once per element; each
+element has its own key, built like a node's from the keys of the values it receives, and is cached
+on its own. Elements that differ only in a `BatchAxis` input run as one call.
 """
 
 from __future__ import annotations
@@ -27,11 +31,25 @@ from .context import Cancelled, CancelToken, Context
 from .disk_cache import DEFAULT_LIMIT_BYTES, DiskCache, default_disk_cache_dir, disk_salt
 from .events import Event, Subscriber
 from .fingerprint import fingerprint
+from .lists import (
+    ElementCounts,
+    ListLengthError,
+    ListValue,
+    assemble,
+    batch_group_key,
+    collection_key,
+    concat,
+    expand,
+    item_keys,
+    plain,
+    split,
+    tiled,
+)
 from .node import InputValueError
 from .offload import OffloadingCache
 from .plugins import default_registry
 from .registry import Registry
-from .validate import Plan, compile_workflow
+from .validate import Plan, PlanNode, compile_workflow
 from .workflow import Workflow
 
 
@@ -79,6 +97,9 @@ class RunResult:
     cached: list[str] = field(default_factory=list)
     seconds: float = 0.0
     node_seconds: dict[str, float] = field(default_factory=dict)
+    elements: dict[str, ElementCounts] = field(default_factory=dict)
+    """For each node that ran once per list element: which elements ran and which were cached. Such a
+    node is in `ran` when any element ran, else in `cached`."""
 
     def __getitem__(self, node_id: str) -> dict[str, Any]:
         return self.outputs[node_id]
@@ -108,7 +129,9 @@ class _Run:
         self.ran: list[str] = []
         self.cached: list[str] = []
         self.node_seconds: dict[str, float] = {}
+        self.elements: dict[str, ElementCounts] = {}
         self.index = {n: i for i, n in enumerate(plan.order)}
+        self.tails: dict[str, bytes] = {}  # per node: the key parts after its links (files, run nonce)
         self.keys = self._keys()
 
     def _keys(self) -> dict[str, bytes]:
@@ -118,18 +141,26 @@ class _Run:
         nonce = str(self.run_id).encode()
         for node_id in self.plan.order:
             pn = self.plan.nodes[node_id]
-            hasher = hashlib.blake2b(pn.static_digest, digest_size=16)
-            for name, (source, output) in sorted(pn.links.items()):
-                hasher.update(f"\x00link\x00{name}\x00{output}\x00".encode())
-                hasher.update(keys[source])
+            tail = b""
             for name, path in sorted(pn.read_paths.items()):  # confined at validation, never before
                 digest = self._fingerprint(node_id, name, path)
-                hasher.update(f"\x00file\x00{name}\x00{len(digest)}\x00".encode())
-                hasher.update(digest)
+                tail += f"\x00file\x00{name}\x00{len(digest)}\x00".encode() + digest
             if pn.type.side_effect:
-                hasher.update(b"\x00run\x00" + nonce)
-            keys[node_id] = hasher.digest()
+                tail += b"\x00run\x00" + nonce
+            self.tails[node_id] = tail
+            keys[node_id] = self._key(node_id, {name: keys[source] for name, (source, _) in pn.links.items()})
         return keys
+
+    def _key(self, node_id: str, parts: dict[str, bytes]) -> bytes:
+        """The key of one call of `node_id` whose linked inputs receive values keyed `parts`: the node's
+        key when they are its sources' keys, an element's key when some are list items."""
+        pn = self.plan.nodes[node_id]
+        hasher = hashlib.blake2b(pn.static_digest, digest_size=16)
+        for name, (_, output) in sorted(pn.links.items()):
+            hasher.update(f"\x00link\x00{name}\x00{output}\x00".encode())
+            hasher.update(parts[name])
+        hasher.update(self.tails[node_id])
+        return hasher.digest()
 
     def _fingerprint(self, node_id: str, name: str, path: Path) -> bytes:
         policy = self.plan.paths
@@ -154,10 +185,10 @@ class _Run:
                 continue
             seen.add(node_id)
             pn = self.plan.nodes[node_id]
-            if not pn.type.side_effect:
-                hit, source = self._lookup(node_id)
+            if not pn.type.side_effect and not pn.levels:  # a mapped node looks up each element
+                hit, source = self._lookup(pn, self.keys[node_id])
                 if hit is not MISSING:
-                    self.values[node_id] = hit
+                    self.values[node_id] = self._listed(pn, self.keys[node_id], hit)
                     self.cached.append(node_id)
                     self.emit(Event("node_cached", self.run_id, node_id, pn.type.id, info={"source": source}))
                     continue
@@ -169,31 +200,33 @@ class _Run:
         for node_id in to_run:
             self.execute(node_id)
 
-    def _lookup(self, node_id: str) -> tuple[Any, str]:
-        """(outputs, "memory" or "disk") from the memory cache, else the disk cache (a disk hit is loaded
-        onto the run's device and kept in memory); (MISSING, "") when neither has the node's key."""
-        session, key = self.session, self.keys[node_id]
+    def _lookup(self, pn: PlanNode, key: bytes) -> tuple[Any, str]:
+        """(outputs, "memory" or "disk") of one call of `pn` (the node, or one list element) from the memory
+        cache, else the disk cache (a disk hit is loaded onto the run's device and kept in memory);
+        (MISSING, "") when neither has the key."""
+        session = self.session
         hit = session.cache.get(key)
         if hit is not MISSING:
             return hit, "memory"
         if session.disk_cache is None:
             return MISSING, ""
         hit = session.disk_cache.load(session.disk_key(key), session.device)
-        if hit is MISSING or hit.keys() != self.plan.nodes[node_id].type.outputs.keys():
+        if hit is MISSING or hit.keys() != pn.type.outputs.keys():
             return MISSING, ""
         session.cache.put(key, hit)
         return hit, "disk"
 
-    def _store(self, node_id: str, outputs: dict[str, Any]) -> None:
-        """Outputs to the disk cache when every one has a codec; a write error is one warning per session."""
+    def _keep(self, node_id: str, pn: PlanNode, key: bytes, outputs: dict[str, Any]) -> None:
+        """Outputs of one call into the memory cache, and into the disk cache when every one has a codec;
+        a disk write error is one warning per session."""
         session, disk = self.session, self.session.disk_cache
+        session.cache.put(key, outputs)
         if disk is None or not outputs:
             return
-        node_type = self.plan.nodes[node_id].type
+        node_type = pn.type
         about = {"node": node_id, "type": node_type.id, "type_version": node_type.version,
                  "plugin": node_type.plugin, "device": session.device, "dtype": session.dtype}
-        if not disk.store(session.disk_key(self.keys[node_id]), outputs, about) and disk.write_error \
-                and not session.disk_warned:
+        if not disk.store(session.disk_key(key), outputs, about) and disk.write_error and not session.disk_warned:
             session.disk_warned = True
             self.emit(Event("warning", self.run_id, node_id, node_type.id,
                             message=f"disk cache {disk.root} not written ({disk.write_error}); the run goes on"))
@@ -217,13 +250,43 @@ class _Run:
     def _lazy(self, source: str, output: str) -> Callable[[], Any]:
         def value() -> Any:
             self.ensure([source])
-            return self.values[source][output]
+            return plain(self.values[source][output])
         return value
+
+    @staticmethod
+    def _listed(pn: PlanNode, key: bytes, outputs: dict[str, Any]) -> dict[str, Any]:
+        """Outputs of one call, with each declared list output as a `ListValue` keyed per item."""
+        listed = dict(outputs)
+        for name, spec in pn.type.outputs.items():
+            if spec.list_kind is not None:
+                items = tuple(outputs[name])
+                listed[name] = ListValue(items, item_keys(key, name, items), spec.list_kind)
+        return listed
 
     def execute(self, node_id: str) -> None:
         if self.token.cancelled:
             raise RunCancelled(f"run cancelled before node {node_id!r}")
         pn = self.plan.nodes[node_id]
+        if pn.levels:
+            self._execute_elements(node_id, pn)
+            return
+        received = {name: self.values[source][output] for name, (source, output) in pn.links.items()
+                    if not pn.type.inputs[name].lazy}
+        key = self.keys[node_id]
+        self.emit(Event("node_start", self.run_id, node_id, pn.type.id))
+        started = time.perf_counter()
+        outputs = self._call(node_id, pn, self._arguments(node_id, pn, received), key)
+        seconds = time.perf_counter() - started
+        self.values[node_id] = self._listed(pn, key, outputs)
+        self.ran.append(node_id)
+        self.node_seconds[node_id] = seconds
+        if not pn.type.side_effect:
+            self._keep(node_id, pn, key, outputs)
+        self.emit(Event("node_done", self.run_id, node_id, pn.type.id, seconds=seconds))
+
+    def _arguments(self, node_id: str, pn: PlanNode, received: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of one call: widget values, then each linked value checked against its
+        input (a list taken whole as a plain list), choices looked up, linked paths confined."""
         node_type = pn.type
         kwargs = dict(pn.values)
         for name, (source, output) in pn.links.items():
@@ -231,9 +294,8 @@ class _Run:
             if spec.lazy:
                 kwargs[name] = self._lazy(source, output)
                 continue
-            value = self.values[source][output]
             try:
-                kwargs[name] = spec.coerce(value)
+                kwargs[name] = spec.coerce(plain(received[name]))
             except InputValueError as err:
                 raise NodeFailed(node_id, node_type.id, f"input {name!r} from {source}.{output}: {err}") from None
         for name, spec in node_type.inputs.items():
@@ -249,13 +311,16 @@ class _Run:
                 except PathRefused as err:
                     source, output = pn.links[name]
                     raise NodeFailed(node_id, node_type.id, f"input {name!r} from {source}.{output}: {err}") from None
+        return kwargs
+
+    def _call(self, node_id: str, pn: PlanNode, kwargs: dict[str, Any], key: bytes) -> dict[str, Any]:
+        """Run the node function once (one value, one element or a batch of elements) and check its outputs."""
+        node_type = pn.type
         if node_type.context_param:
             kwargs[node_type.context_param] = Context(
-                node_id, node_type.id, self.session.device, self.session.dtype, self.keys[node_id],
+                node_id, node_type.id, self.session.device, self.session.dtype, key,
                 str(self.session.output_dir), self.token, self._progress_reporter(node_id, node_type.id),
                 self.session.registry, self._warner(node_id, node_type.id))
-        self.emit(Event("node_start", self.run_id, node_id, node_type.id))
-        started = time.perf_counter()
         try:
             outputs = node_type.outputs_as_dict(node_type.fn(**kwargs))
         except (Cancelled, RunCancelled) as err:
@@ -264,19 +329,124 @@ class _Run:
             raise
         except Exception as err:  # noqa: BLE001 - every node failure is reported the same way
             raise NodeFailed(node_id, node_type.id, err, _hint(err)) from err
-        seconds = time.perf_counter() - started
+        for name, spec in node_type.outputs.items():
+            if spec.list_kind is not None and not isinstance(outputs[name], (list, tuple)):
+                raise NodeFailed(node_id, node_type.id, f"output {name!r} is declared a {spec.list_kind} but the "
+                                 f"node returned {type(outputs[name]).__name__}")
         if self.session.check_finite:
             for name, value in outputs.items():
-                if _has_non_finite(value):
+                items = value if node_type.outputs[name].list_kind is not None else (value,)
+                if any(_has_non_finite(item) for item in items):
                     raise NodeFailed(node_id, node_type.id, f"output {name!r} contains NaN or infinite values",
                                      " (hint: a scale or step size may be too large)")
-        self.values[node_id] = outputs
-        self.ran.append(node_id)
-        self.node_seconds[node_id] = seconds
-        if not node_type.side_effect:
-            self.session.cache.put(self.keys[node_id], outputs)
-            self._store(node_id, outputs)
-        self.emit(Event("node_done", self.run_id, node_id, node_type.id, seconds=seconds))
+        return outputs
+
+    def _execute_elements(self, node_id: str, pn: PlanNode) -> None:
+        """Run a mapped node once per element: each element's key is looked up first (and an element equal
+        to one before it in this run is not run twice); the rest run, in batches where the node allows."""
+        node_type = pn.type
+        inputs = {}  # in the node's input order: product combines the first input outermost
+        for name, spec in node_type.inputs.items():
+            if name in pn.links and not spec.lazy:
+                source, output = pn.links[name]
+                inputs[name] = (self.values[source][output], self.keys[source], pn.mapped.get(name, ()))
+        try:
+            elements, tree = expand(pn.levels, pn.list_mode, inputs)
+        except ListLengthError as err:
+            raise NodeFailed(node_id, node_type.id, str(err)) from None
+        keys = [self._key(node_id, {**{n: self.keys[s] for n, (s, _) in pn.links.items()}, **e.parts})
+                for e in elements]
+        results: list[dict[str, Any] | None] = [None] * len(elements)
+        counts = ElementCounts()
+        pending: list[tuple[int, dict[str, Any]]] = []
+        first: dict[bytes, int] = {}
+        repeats: list[tuple[int, int]] = []
+        for index, (element, key) in enumerate(zip(elements, keys, strict=True)):
+            if not node_type.side_effect:
+                if key in first:
+                    repeats.append((index, first[key]))
+                    continue
+                first[key] = index
+                hit, _ = self._lookup(pn, key)
+                if hit is not MISSING:
+                    results[index] = hit
+                    counts.cached.append(index)
+                    continue
+            pending.append((index, self._arguments(node_id, pn, element.received)))
+        started = time.perf_counter()
+        if pending:
+            self.emit(Event("node_start", self.run_id, node_id, node_type.id,
+                            info={"elements": len(elements), "to_run": len(pending)}))
+            for group in self._batches(pn, pending, elements):
+                self._run_group(node_id, pn, group, keys, results)
+                counts.ran.extend(index for index, _ in group)
+        for index, original in repeats:
+            results[index] = results[original]
+            counts.cached.append(index)
+        counts.ran.sort()
+        counts.cached.sort()
+        seconds = time.perf_counter() - started
+        self.elements[node_id] = counts
+        self.values[node_id] = {
+            name: assemble(tree, pn.levels, lambda i, name=name: (self._listed(pn, keys[i], results[i])[name], keys[i]))
+            for name in node_type.outputs}
+        if counts.ran:
+            self.ran.append(node_id)
+            self.node_seconds[node_id] = seconds
+            self.emit(Event("node_done", self.run_id, node_id, node_type.id, seconds=seconds,
+                            info={"elements": counts.total, "ran": len(counts.ran), "cached": len(counts.cached)}))
+        else:
+            self.cached.append(node_id)
+            self.emit(Event("node_cached", self.run_id, node_id, node_type.id, info={"elements": counts.total}))
+
+    def _batches(self, pn: PlanNode, pending: list[tuple[int, dict[str, Any]]], elements: list[Any]
+                 ) -> list[list[tuple[int, dict[str, Any]]]]:
+        """Pending elements in the groups that may run as one call: those that differ only in the node's
+        `BatchAxis` inputs (all of them mapped), each alone otherwise."""
+        batched = [name for name, spec in pn.type.inputs.items() if spec.batch_axis is not None]
+        if not batched or len(pending) < 2 or any(name not in pn.mapped for name in batched) \
+                or not any(spec.batch_axis is not None for spec in pn.type.outputs.values()):
+            return [[entry] for entry in pending]
+        groups: dict[Any, list[tuple[int, dict[str, Any]]]] = {}
+        alone: list[list[tuple[int, dict[str, Any]]]] = []
+        for index, kwargs in pending:
+            group = batch_group_key(kwargs, elements[index].parts, batched)
+            if group is None:
+                alone.append([(index, kwargs)])
+            else:
+                groups.setdefault(group, []).append((index, kwargs))
+        return [*groups.values(), *alone]
+
+    def _run_group(self, node_id: str, pn: PlanNode, group: list[tuple[int, dict[str, Any]]], keys: list[bytes],
+                   results: list[dict[str, Any] | None]) -> None:
+        """Run one element, or several as one call: batched inputs concatenated, outputs split back."""
+        node_type = pn.type
+        if len(group) == 1:
+            index, kwargs = group[0]
+            outputs = self._call(node_id, pn, kwargs, keys[index])
+            pieces = [outputs]
+        else:
+            batched = {name: spec.batch_axis for name, spec in node_type.inputs.items() if spec.batch_axis is not None}
+            kwargs = dict(group[0][1])
+            for name, dim in batched.items():
+                kwargs[name] = concat([entry[name] for _, entry in group], dim)
+            first, dim = next(iter(batched.items()))
+            sizes = [entry[first].shape[dim] for _, entry in group]
+            with tiled(len(group)):
+                outputs = self._call(node_id, pn, kwargs, collection_key([keys[i] for i, _ in group]))
+            pieces = [{} for _ in group]
+            for name, value in outputs.items():
+                axis = node_type.outputs[name].batch_axis
+                try:
+                    parts = split(value, sizes, axis) if axis is not None else [value] * len(group)
+                except ValueError as err:
+                    raise NodeFailed(node_id, node_type.id, f"output {name!r}: {err}") from None
+                for piece, part in zip(pieces, parts, strict=True):
+                    piece[name] = part
+        for (index, _), outputs in zip(group, pieces, strict=True):
+            results[index] = outputs
+            if not node_type.side_effect:
+                self._keep(node_id, pn, keys[index], outputs)
 
     def _progress_reporter(self, node_id: str, type_id: str) -> Callable[[int, int, dict[str, Any]], None] | None:
         if self.emit is _ignore:  # nobody listens: a progress call is then only a cancellation check
@@ -359,8 +529,8 @@ class Session:
     def disk_key(self, key: bytes) -> bytes:
         """The disk cache's key for a node's Merkle key. It adds what decides the numbers besides the
         inputs and is the same in every process with the same: the device type (CUDA and CPU random
-        numbers differ), the dtype, and the source of the engine and of every plugin that gave a node
-        type or a codec (`code_fingerprint`, taken once per Session)."""
+        numbers differ), the dtype, the numeric libraries' versions, and the source of the engine and of
+        every plugin that gave a node type or a codec (`code_fingerprint`, taken once per Session)."""
         if self._disk_salt is None:
             codecs = self.registry.components.get(CODEC_COMPONENT, {}).values()
             # a function without a module ("" is none) has unknown code: then nothing is shared
@@ -437,7 +607,8 @@ class Session:
         seconds = time.perf_counter() - started
         emit(Event("run_done", run.run_id, status="ok", seconds=seconds,
                    info={"ran": len(run.ran), "cached": len(run.cached)}))
-        return RunResult({t: run.values[t] for t in targets}, run.ran, run.cached, seconds, run.node_seconds)
+        outputs = {t: {name: plain(value) for name, value in run.values[t].items()} for t in targets}
+        return RunResult(outputs, run.ran, run.cached, seconds, run.node_seconds, run.elements)
 
 
 def _ignore(event: Event) -> None:

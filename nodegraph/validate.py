@@ -15,7 +15,8 @@ import networkx as nx
 
 from .cache_key import static_digest
 from .confine import PathPolicy, PathRefused
-from .node import InputSpec, InputValueError, NodeType
+from .lists import LIST_MODES
+from .node import InputSpec, InputValueError, NodeType, OutputSpec
 from .registry import Registry
 from .types import can_connect
 from .workflow import Link, Workflow
@@ -57,6 +58,15 @@ class PlanNode:
     static_digest: bytes = b""
     read_paths: dict[str, Path] = field(default_factory=dict)
     """Literal `InputPath` values as validation resolved and confined them: what gets fingerprinted."""
+    list_mode: str = "zip"
+    levels: tuple[str, ...] = ()
+    """The list levels this node runs over, outer first: (), ("list",), ("sweep",) or ("sweep", "list")."""
+    mapped: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """For each linked input, the levels of its value that the node maps over (empty: one value)."""
+    whole: frozenset[str] = frozenset()
+    """Linked inputs that take the innermost list of their value whole."""
+    output_levels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The list levels each output carries (the node's levels, plus its own list for `ListOf` outputs)."""
 
 
 @dataclass
@@ -148,11 +158,7 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
                 problems.append(Problem("dangling_link", f"node {value.source!r} ({source.type}) has no output "
                                         f"{value.output!r}; its outputs are {outputs}", node_id, name))
                 continue
-            if not can_connect(out.socket, spec.socket):
-                problems.append(Problem("type_mismatch", f"{value.source}.{value.output} is "
-                                        f"{out.socket.name}, but this input takes {spec.socket.name}", node_id, name))
-                continue
-            links[name] = (value.source, value.output)
+            links[name] = (value.source, value.output)  # its type is checked by `_check_lists`
         else:
             if not spec.is_widget:
                 problems.append(Problem("bad_value", f"this input is a {spec.socket.name} socket; "
@@ -176,6 +182,72 @@ def _check_node(node_id: str, spec_inputs: dict[str, Any], node_type: NodeType, 
     read_paths = _check_paths(node_id, node_type, values, policy, problems)
     return PlanNode(node_id, node_type, values, links, static_digest(node_type.id, node_type.version, keyed),
                     read_paths)
+
+
+def _link_rule(out: OutputSpec, carried: tuple[str, ...], spec: InputSpec) -> tuple[bool, tuple[str, ...]] | None:
+    """How an input takes a link's value: (takes the innermost list whole, the levels it maps over), or
+    None when the types do not fit. See `nodegraph.lists` for the rule."""
+    if carried and carried[-1] == "list" and spec.list_element is not None \
+            and can_connect(out.socket, spec.list_element):
+        return True, carried[:-1]
+    target = spec.list_element if spec.list_socket and spec.list_element is not None else spec.socket
+    if can_connect(out.socket, target):
+        return False, carried
+    return None
+
+
+def _describe_link(out: OutputSpec, carried: tuple[str, ...]) -> str:
+    return " of ".join([*(f"a {level}" for level in carried), out.socket.name])
+
+
+def _describe_input(spec: InputSpec) -> str:
+    if spec.list_element is not None:
+        return f"a list of {spec.list_element.name}" if spec.list_socket else \
+            f"{spec.socket.name} (a list of {spec.list_element.name})"
+    return spec.socket.name
+
+
+def _check_lists(order: list[str], plan_nodes: dict[str, PlanNode], problems: list[Problem]) -> None:
+    """Type-check every link and work out, in topological order, which nodes run once per list element
+    and what their outputs carry."""
+    for node_id in order:
+        pn = plan_nodes.get(node_id)
+        if pn is None:
+            continue
+        levels: set[str] = set()
+        whole: set[str] = set()
+        for name, (source, output) in pn.links.items():
+            spec = pn.type.inputs[name]
+            source_pn = plan_nodes.get(source)
+            if source_pn is None:  # its own problem (unknown type, failed migration) is reported
+                continue
+            out = source_pn.type.outputs[output]
+            carried = source_pn.output_levels.get(output, ())
+            rule = _link_rule(out, carried, spec)
+            if rule is None:
+                problems.append(Problem("type_mismatch", f"{source}.{output} is {_describe_link(out, carried)}, "
+                                        f"but this input takes {_describe_input(spec)}", node_id, name))
+                continue
+            takes_whole, mapped = rule
+            if takes_whole:
+                whole.add(name)
+            if mapped:
+                pn.mapped[name] = mapped
+                levels.update(mapped)
+                if spec.lazy:
+                    problems.append(Problem("bad_list", f"{source}.{output} carries {_describe_link(out, carried)}, "
+                                            "and a lazy input cannot run its node once per element", node_id, name))
+        pn.whole = frozenset(whole)
+        pn.levels = tuple(level for level in ("sweep", "list") if level in levels)
+        for output, spec in pn.type.outputs.items():
+            own = (spec.list_kind,) if spec.list_kind else ()
+            if (spec.list_kind == "sweep" and pn.levels) or (spec.list_kind == "list" and "list" in pn.levels):
+                inputs = ", ".join(repr(n) for n in pn.mapped)
+                problems.append(Problem("bad_list", f"this node makes a {spec.list_kind} ({output!r}) and would run "
+                                        f"once per element of {inputs}: a {spec.list_kind} of {spec.list_kind}s is "
+                                        "not supported", node_id))
+                own = ()
+            pn.output_levels[output] = pn.levels + own
 
 
 def _migrated_inputs(node_id: str, saved: int | None, node_type: NodeType, inputs: dict[str, Any],
@@ -226,11 +298,19 @@ def check(workflow: Workflow, registry: Registry, paths: PathPolicy | None = Non
         if inputs is None:
             continue
         plan_nodes[node_id] = _check_node(node_id, inputs, node_type, workflow, registry, problems, policy)
-    if not nx.is_directed_acyclic_graph(graph):
+        if spec.list_mode is not None:
+            if spec.list_mode in LIST_MODES:
+                plan_nodes[node_id].list_mode = spec.list_mode
+            else:
+                problems.append(Problem("bad_value", f"list_mode must be one of {list(LIST_MODES)}, "
+                                        f"got {spec.list_mode!r}", node_id))
+    acyclic = nx.is_directed_acyclic_graph(graph)
+    if not acyclic:
         for component in nx.strongly_connected_components(graph):
             members = sorted(component)
             if len(members) > 1 or graph.has_edge(members[0], members[0]):
                 problems.append(Problem("cycle", f"cycle through nodes {members}; links must not loop", members[0]))
+    _check_lists(list(nx.topological_sort(graph)) if acyclic else list(workflow.nodes), plan_nodes, problems)
     return problems, plan_nodes, graph
 
 

@@ -46,6 +46,9 @@ class NodeSpec(BaseModel):
     type: str = Field(min_length=1)
     version: int | None = Field(default=None, ge=1)
     inputs: dict[str, Any] = Field(default_factory=dict)
+    list_mode: str | None = None
+    """How inputs fed lists combine when the node runs once per element: "zip" (the default) or
+    "product" (see `nodegraph.lists`); checked, with the node named, at validation."""
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -135,6 +138,8 @@ class Workflow(BaseModel):
                                                 for k, v in spec.inputs.items()}}
             if spec.version is not None:
                 entry["version"] = spec.version
+            if spec.list_mode is not None:
+                entry["list_mode"] = spec.list_mode
             nodes[node_id] = entry
         data: dict[str, Any] = {"format": self.format, "version": self.version, "name": self.name,
                                 "nodes": nodes}

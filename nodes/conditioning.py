@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from nodegraph import batch_tiles
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -51,10 +53,16 @@ class Condition:
         return replace(self, extras={**(self.extras or {}), name: value})
 
     def expand(self, batch: int) -> Condition:
-        """Repeat a batch-1 condition to `batch` rows (a no-op when already that size)."""
+        """Repeat a batch-1 condition to `batch` rows (a no-op when already that size). Inside a call that
+        runs k list elements as one batch (`nodegraph.batch_tiles()` = k), a condition of each element's
+        batch b is tiled k times to k b rows, row i of every element keeping its condition."""
         size = self.batch_size
         if size == batch:
             return self
+        tiles = batch_tiles()
+        if size != 1 and tiles > 1 and size * tiles == batch:
+            return replace(self, **self._map(lambda v: v.repeat(tiles, *([1] * (v.dim() - 1)))),
+                           prompts=self.prompts * tiles if self.prompts is not None else None)
         if size != 1:
             raise ValueError(f"condition has batch {size}, cannot broadcast to {batch}")
         expanded = self._map(lambda v: v.expand(batch, *v.shape[1:]))

@@ -35,6 +35,10 @@ class VectorField:
     path: GaussianPath | None = None
     clip: float = DEFAULT_CLIP
     prediction: str = "velocity"
+    samples_independent: bool = True
+    """Row i of u depends on row i of x only (and on the i-th row of per-sample conditions). A solver may
+    then run several list elements as one batch (see `nodegraph.lists`); a field that couples rows
+    (prompt-to-prompt's source/target pairs) sets it False."""
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -70,6 +74,11 @@ class FieldWrapper(VectorField):
         self.inner = inner
         self.path = inner.path
         self.clip = inner.clip
+
+    @property
+    def samples_independent(self) -> bool:  # type: ignore[override]
+        """As independent as the wrapped field (a wrapper that couples rows overrides this with False)."""
+        return self.inner.samples_independent
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         return self.inner(x, t, cond)

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import torch
 
+from nodegraph import batch_tiles
+
 from .broadcast import expand_time
 from .conditioning import Condition
 from .fields import FieldWrapper, VectorField
@@ -78,11 +80,11 @@ class ConditionPair:
 
     def __init__(self, cond: Condition, null: Condition) -> None:
         self.cond, self.null = cond, null
-        self._bound: dict[tuple[int, str], tuple[Condition, Condition, Condition]] = {}
+        self._bound: dict[tuple[int, str, int], tuple[Condition, Condition, Condition]] = {}
 
     def bound(self, x: torch.Tensor) -> tuple[Condition, Condition, Condition]:
         """(cond, null, cond ++ null) broadcast to x's batch and device."""
-        key = (x.shape[0], str(x.device))
+        key = (x.shape[0], str(x.device), batch_tiles())
         found = self._bound.get(key)
         if found is None:
             if len(self._bound) >= 8:

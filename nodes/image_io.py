@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from nodegraph import Context, InputPath, OutputPath, atomic_write_bytes, node
+from nodegraph import Context, InputPath, ListOf, OutputPath, atomic_write_bytes, node
 
 from .sockets import IMAGE
 
@@ -86,10 +86,17 @@ def preview_image(images: IMAGE) -> IMAGE:
 
 
 @node("core/image_grid", category="image", display_name="Image grid")
-def image_grid(images: IMAGE, columns: Annotated[int, Field(ge=1, le=256)] = 8,
+def image_grid(images: ListOf[IMAGE], columns: Annotated[int, Field(ge=1, le=256)] = 8,
                padding: Annotated[int, Field(ge=0, le=64)] = 2,
                pad_value: Annotated[float, Field(ge=0, le=1)] = 1.0) -> IMAGE:
-    """Tile a batch into one image, `columns` wide, row by row."""
+    """Tile a batch into one image, `columns` wide, row by row. A list of batches (one per list element,
+    e.g. per guidance scale) is tiled one after the other: with `columns` = the batch size, one row each."""
+    if isinstance(images, torch.Tensor):
+        images = [images]
+    shapes = {tuple(batch.shape[1:]) for batch in images}
+    if len(shapes) != 1:
+        raise ValueError(f"images of different sizes cannot share a grid: {sorted(shapes)}")
+    images = torch.cat([batch if batch.dim() == 4 else batch.unsqueeze(0) for batch in images])
     batch, channels, height, width = images.shape
     columns = min(columns, batch)
     rows = (batch + columns - 1) // columns

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import torch
 from pydantic import Field
 
-from nodegraph import Choice, Context, node
+from nodegraph import BatchAxis, Choice, Context, node
 
 from .annotations import Seed
 from .fields import CountingField
@@ -19,8 +19,8 @@ Tolerance = Annotated[float, Field(gt=0, le=1)]
 
 
 class Solution(NamedTuple):
-    latent: LATENT
-    trajectory: TENSOR
+    latent: Annotated[LATENT, BatchAxis(0)]
+    trajectory: Annotated[TENSOR, BatchAxis(1)]
     nfe: int
 
 
@@ -41,13 +41,14 @@ def _ode_solve_v1_to_v2(inputs: dict[str, Any]) -> dict[str, Any]:
 
 @node("core/ode_solve", version=2, migrations={1: _ode_solve_v1_to_v2}, category="solvers",
       display_name="ODE solver")
-def ode_solve(ctx: Context, field: VECTOR_FIELD, noise: TENSOR, grid: TIME_GRID,
+def ode_solve(ctx: Context, field: VECTOR_FIELD, noise: Annotated[TENSOR, BatchAxis(0)], grid: TIME_GRID,
               method: Annotated[SOLVER, Choice("solver")] = "euler", keep_trajectory: bool = False,
               cond: CONDITIONING = None) -> Solution:
     """Integrate dx/dt = u(x, t) from the initial sample `noise` over the time grid with any registered
     solver (plugins add theirs to `method`; link a solver node to set its options). Returns the final
     sample, the trajectory (grid times x batch ...; only start and end unless keep_trajectory) and the
-    number of field evaluations."""
+    number of field evaluations. Fed a list of noises (a list of seeds), the elements are solved as one
+    batch: one field evaluation per step for all of them (unless the field or solver couples samples)."""
     counted = CountingField(field)
     states: list[torch.Tensor] | None = [] if keep_trajectory else None
     x0 = noise.to(ctx.device)
@@ -61,7 +62,7 @@ def dopri5_solver(rtol: Tolerance = 1e-4, atol: Tolerance = 1e-4,
                   max_steps: Annotated[int, Field(ge=1, le=1_000_000)] = 10000) -> SOLVER:
     """Dormand-Prince 5(4) with error control: a step is accepted when
     rms(err / (atol + rtol max(|x|, |x_new|))) <= 1. Link into a sampling node's `method`."""
-    return Solver("dopri5", dopri5, {"rtol": rtol, "atol": atol, "max_steps": max_steps})
+    return Solver("dopri5", dopri5, {"rtol": rtol, "atol": atol, "max_steps": max_steps}, samples_independent=False)
 
 
 @node("core/sde_solve", category="solvers", display_name="SDE solver (Euler-Maruyama)")

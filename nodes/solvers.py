@@ -47,6 +47,10 @@ class Solver:
     fn: SolverFn
     options: Mapping[str, Any] = field(default_factory=dict)
     needs_path: bool = False
+    samples_independent: bool = True
+    """Each sample's path depends on its own row only, so list elements may be solved as one batch
+    (`nodegraph.lists`). False for a solver that couples rows (a step size chosen from the error of the
+    whole batch) or draws random numbers for the batch (a stochastic sampler)."""
 
     def __call__(self, field: VectorField, x: torch.Tensor, times: torch.Tensor, cond: Condition | None = None,
                  callback: Callback = None, trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -255,7 +259,7 @@ def euler_maruyama(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Co
 
 BUILTIN_SOLVERS: tuple[Solver, ...] = (
     Solver("euler", euler), Solver("heun", heun), Solver("midpoint", midpoint), Solver("rk4", rk4),
-    Solver("dopri5", dopri5, {"rtol": 1e-4, "atol": 1e-4, "max_steps": 10000}),
+    Solver("dopri5", dopri5, {"rtol": 1e-4, "atol": 1e-4, "max_steps": 10000}, samples_independent=False),
     Solver("ddim", ddim, needs_path=True),
 )
 """Registered as ("solver", name) components by the built-in library."""

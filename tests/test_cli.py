@@ -91,10 +91,13 @@ def test_unknown_device_is_a_usage_error(demo):
     assert proc.returncode == 2 and "device" in proc.stderr
 
 
-def test_sweep_runs_every_value_in_one_cache(demo, tmp_path):
+def test_sweep_runs_every_combination_as_one_run(demo, tmp_path):
     proc = cli("run", demo, "--out", str(tmp_path), "--sweep", "seed.seed=1,2", "--sweep", "grid.columns=1,2")
     assert proc.returncode == 0, proc.stderr
     assert len(list(tmp_path.glob("*.png"))) == 4
-    assert "seed.seed=1 grid.columns=2: 2 ran, 1 cached" in proc.stderr  # only grid + save re-ran
+    assert "seed.seed=1 grid.columns=1; seed.seed=1 grid.columns=2; seed.seed=2 grid.columns=1" in proc.stderr
+    # one run; the seed branch runs once per seed, only grid and save once per combination
+    assert "run 2:" not in proc.stderr
+    assert "seed 2/4, noise 2/4, smooth 2/4, image 2/4, grid 4/4, save 4/4" in proc.stderr
     proc = cli("run", demo, "--sweep", "seed.seed")
     assert proc.returncode == 2 and "expected NODE.INPUT=V1,V2" in proc.stderr

@@ -70,12 +70,13 @@ class ImageRecorder(OutputRecorder):
             node_type = plan.nodes[node_id].type
             index = sum(1 for f in files if f.node == node_id)
             for name, value in values.items():
-                if not is_image_output(node_type.outputs[name].socket.lineage(), value):
-                    continue
-                for png in png_bytes(value):
-                    path = atomic_write_bytes(folder / f"{count:04d}.png", png)  # node ids are no file names
-                    files.append(OutputFile(node_id, index, "preview", str(path), "image/png"))
-                    index, count = index + 1, count + 1
+                for item in _elements(value):  # a node run once per list element: every element's images
+                    if not is_image_output(node_type.outputs[name].socket.lineage(), item):
+                        continue
+                    for png in png_bytes(item):
+                        path = atomic_write_bytes(folder / f"{count:04d}.png", png)  # node ids are no file names
+                        files.append(OutputFile(node_id, index, "preview", str(path), "image/png"))
+                        index, count = index + 1, count + 1
         return summaries, files
 
     def preview(self, value: Any) -> bytes | None:
@@ -83,3 +84,10 @@ class ImageRecorder(OutputRecorder):
             return png_bytes(value[:1] if value.dim() == 4 else value)[0]
         except (ValueError, AttributeError, TypeError):
             return None
+
+
+def _elements(value: Any) -> list[Any]:
+    """The value, or the leaves of a (nested) list of values."""
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _elements(item)]
+    return [value]

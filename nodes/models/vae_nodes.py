@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from nodegraph import Bundled, Context, InputPath, node
+from nodegraph import BatchAxis, Bundled, Context, InputPath, node
 
 from ..sockets import IMAGE, LATENT, VAE
 from .base import execution_device
@@ -36,6 +36,7 @@ def vae_encode(vae: VAE, images: IMAGE) -> LATENT:
 
 
 @node("core/vae_decode", category="models", display_name="VAE decode")
-def vae_decode(vae: VAE, latents: LATENT) -> IMAGE:
-    """Latents to images in [0, 1]: (decode(z / scaling_factor) + 1) / 2, clamped."""
+def vae_decode(vae: VAE, latents: Annotated[LATENT, BatchAxis(0)]) -> Annotated[IMAGE, BatchAxis(0)]:
+    """Latents to images in [0, 1]: (decode(z / scaling_factor) + 1) / 2, clamped. A list of latents is
+    decoded as one batch."""
     return vae.latents_to_images(latents.to(execution_device(vae)))

@@ -75,6 +75,8 @@ class LocalBlend:
 class PromptToPromptField(VectorField):
     """u for x = [source; target] with the target's attention edited by `plan` (see module doc)."""
 
+    samples_independent = False  # the target half reads the source half's attention
+
     def __init__(self, field: ModelField, source: Condition, target: Condition, null: Condition, scale: float,
                  plan: EditPlan | None, blend: LocalBlend | None = None) -> None:
         self.field = field
@@ -133,6 +135,8 @@ def guided_with_maps(field: ModelField, x: torch.Tensor, t: torch.Tensor, cond: 
 
 class MapRecordingField(VectorField):
     """A guided field that keeps the cross-attention maps of every evaluation (for any solver)."""
+
+    samples_independent = False  # the maps it records are those of the whole batch
 
     def __init__(self, field: ModelField, cond: Condition, null: Condition, scale: float) -> None:
         self.field, self.cond, self.null, self.scale = field, cond, null, float(scale)

@@ -126,11 +126,13 @@
         el("span", { class: "ng-title", text: title }), el("span", { class: "ng-id", text: id }),
         el("span", { class: "ng-badge" }));
       if (schema) header.style.borderTopColor = schema.output_node ? "#f5f5f5" : "transparent";
-      box.append(header, el("div", { class: "ng-problems" }));
+      box.append(header, this.renderListMode(id), el("div", { class: "ng-problems" }));
       const outs = el("div", { class: "ng-outputs" });
       for (const name of graph.outputNames(id)) {
         const type = graph.outputType(id, name);
-        const socket = el("span", { class: "ng-socket", "data-kind": "out", "data-node": id, "data-name": name, title: type });
+        const levels = graph.outputLevels(id, name);
+        const title = levels.length ? `${levels.join(" of ")} of ${type}` : type;
+        const socket = el("span", { class: "ng-socket" + (levels.length ? " ng-socket-list" : ""), "data-kind": "out", "data-node": id, "data-name": name, title });
         socket.style.background = this.catalog.color(type);
         outs.append(el("div", { class: "ng-row ng-out", "data-output": name }, el("span", { class: "ng-label", text: name }), socket));
       }
@@ -150,7 +152,8 @@
       const value = graph.nodes[id].inputs[name];
       const linked = NG.isLink(value);
       const row = el("div", { class: "ng-row ng-in", "data-input": name });
-      const socket = el("span", { class: "ng-socket", "data-kind": "in", "data-node": id, "data-name": name, title: spec.type });
+      const title = spec.list_of ? `takes a list of ${spec.list_of}` : spec.type;
+      const socket = el("span", { class: "ng-socket" + (spec.list_of ? " ng-socket-list" : ""), "data-kind": "in", "data-node": id, "data-name": name, title });
       socket.style.background = this.catalog.color(spec.type);
       if (spec.widget && !linked) socket.classList.add("ng-socket-widget");
       const label = el("span", { class: "ng-label", text: name + (spec.required && !linked && value === undefined ? " *" : "") });
@@ -160,6 +163,30 @@
         row.append(el("span", { class: "ng-from", text: `\u2190 ${value.from}.${value.output}` }));
       } else if (spec.widget) {
         row.append(NG.widgetFor(spec.schema || {}, value, (v) => graph.setValue(id, name, v), (msg) => this.showToast(msg, "error")));
+      }
+      return row;
+    }
+
+    // A node that runs once per list element says so; with two or more inputs mapped, it offers the
+    // node's list_mode (zip: element i with element i; product: every combination).
+    renderListMode(id) {
+      const graph = this.graph;
+      const levels = graph.nodeLevels(id);
+      const row = el("div", { class: "ng-list-mode" });
+      if (!levels.length) return row;
+      const mapped = Object.entries(graph.nodes[id].inputs).filter(([input, value]) => {
+        if (!NG.isLink(value)) return false;
+        const rule = graph.linkRule(value.from, value.output, id, input);
+        return rule && rule.mapped.length;
+      }).length;
+      row.append(el("span", { class: "ng-list-badge", text: `runs per ${levels.join(" / ")} element`,
+        title: "fed a list where it takes one value: runs once per element; its outputs are lists" }));
+      if (mapped > 1) {
+        const select = el("select", { class: "ng-widget ng-list-select", title: "how list inputs combine" });
+        for (const mode of ["zip", "product"]) select.append(el("option", { value: mode, text: mode }));
+        select.value = graph.nodes[id].list_mode || "zip";
+        select.addEventListener("change", () => graph.setListMode(id, select.value));
+        row.append(select);
       }
       return row;
     }
@@ -232,7 +259,8 @@
         const key = `${link.to}\u0000${link.input}`;
         const path = document.createElementNS(SVG, "path");
         path.setAttribute("d", d);
-        path.setAttribute("class", "ng-link" + (this.selectedLink === key ? " ng-link-selected" : ""));
+        path.setAttribute("class", "ng-link" + (this.selectedLink === key ? " ng-link-selected" : "") +
+          (this.graph.carriesList(link.from, link.output) ? " ng-link-list" : ""));
         path.setAttribute("stroke", this.catalog.color(this.graph.outputType(link.from, link.output)));
         const hit = document.createElementNS(SVG, "path");
         hit.setAttribute("d", d);

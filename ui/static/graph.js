@@ -1,5 +1,7 @@
 // The graph model kept in the browser: the workflow JSON plus positions, with undo/redo.
-// Link checks use the socket lineage sent by the server (same rule as nodegraph.types.can_connect).
+// Link checks use the socket lineage sent by the server (same rule as nodegraph.types.can_connect),
+// and the list rule of nodegraph.validate: a link carrying a list feeds an input that takes a list (whole)
+// or one of its elements (the node then runs once per element).
 (function () {
   "use strict";
   const NG = (window.NG = window.NG || {});
@@ -56,7 +58,7 @@
     }
 
     onChange(fn) { this.listeners.push(fn); }
-    changed(what) { for (const fn of this.listeners) fn(what); }
+    changed(what) { this.levelMemo = null; for (const fn of this.listeners) fn(what); }
 
     // history ---------------------------------------------------------------------------------
     snapshot() { return JSON.stringify(this.toJSON()); }
@@ -109,6 +111,46 @@
       const spec = (this.schemaOf(id) || { outputs: {} }).outputs[output];
       return spec ? spec.type : "ANY";
     }
+
+    // The list levels (outer first: "sweep", "list") a link from id.output carries.
+    outputLevels(id, output) {
+      const spec = (this.schemaOf(id) || { outputs: {} }).outputs[output];
+      const levels = this.nodeLevels(id);
+      return spec && spec.list && !levels.includes(spec.list) ? levels.concat([spec.list]) : levels;
+    }
+
+    // The levels node `id` runs over: those of its inputs' links that its inputs do not take whole
+    // (remembered until the graph changes).
+    nodeLevels(id) {
+      if (!this.levelMemo) this.levelMemo = new Map();
+      if (this.levelMemo.has(id)) return this.levelMemo.get(id);
+      if (!(id in this.nodes)) return [];
+      this.levelMemo.set(id, []);  // a node on a cycle sees itself as carrying nothing
+      const found = new Set();
+      for (const [input, value] of Object.entries(this.nodes[id].inputs)) {
+        if (!isLink(value)) continue;
+        const rule = this.linkRule(value.from, value.output, id, input);
+        if (rule) for (const level of rule.mapped) found.add(level);
+      }
+      const levels = ["sweep", "list"].filter((level) => found.has(level));
+      this.levelMemo.set(id, levels);
+      return levels;
+    }
+
+    // How input `input` of `to` takes from.output: {whole, mapped levels}, or null when the types do not fit.
+    linkRule(from, output, to, input) {
+      const outType = this.outputType(from, output);
+      const carried = this.outputLevels(from, output);
+      const spec = (this.schemaOf(to) || { inputs: {} }).inputs[input] || { type: "ANY" };
+      const element = spec.list_of;
+      if (carried.length && carried[carried.length - 1] === "list" && element && this.catalog.canConnect(outType, element)) {
+        return { whole: true, mapped: carried.slice(0, -1) };
+      }
+      const single = spec.list_of && spec.type === spec.list_of ? spec.list_of : spec.type;
+      return this.catalog.canConnect(outType, single) ? { whole: false, mapped: carried } : null;
+    }
+
+    carriesList(from, output) { return this.outputLevels(from, output).length > 0; }
 
     links() {
       const out = [];
@@ -184,10 +226,11 @@
       if (!(from in this.nodes) || !(to in this.nodes)) return "no such node";
       if (from === to) return "a node cannot feed itself";
       if (this.reaches(to, from)) return `linking ${from} into ${to} would make a cycle`;
-      const outType = this.outputType(from, output);
-      const inType = this.inputType(to, input);
-      if (!this.catalog.canConnect(outType, inType)) {
-        return `${from}.${output} is ${outType}, but input '${input}' of ${to} takes ${inType}`;
+      if (!this.linkRule(from, output, to, input)) {
+        const levels = this.outputLevels(from, output).map((level) => `a ${level} of `).join("");
+        const spec = (this.schemaOf(to) || { inputs: {} }).inputs[input] || { type: "ANY" };
+        const takes = spec.list_of ? `a list of ${spec.list_of}` : spec.type;
+        return `${from}.${output} is ${levels}${this.outputType(from, output)}, but input '${input}' of ${to} takes ${takes}`;
       }
       return "";
     }
@@ -217,6 +260,15 @@
       this.changed("value");
     }
 
+    setListMode(id, mode) {
+      const node = this.nodes[id];
+      if (!node || (node.list_mode || "zip") === mode) return;
+      this.checkpoint();
+      if (mode === "zip") delete node.list_mode;
+      else node.list_mode = mode;
+      this.changed("value");
+    }
+
     moveNodes(ids, dx, dy) {
       for (const id of ids) {
         const p = this.positions[id];
@@ -230,6 +282,7 @@
       for (const [id, node] of Object.entries(this.nodes)) {
         nodes[id] = { type: node.type, inputs: clone(node.inputs) };
         if (node.version !== undefined && node.version !== null) nodes[id].version = node.version;
+        if (node.list_mode) nodes[id].list_mode = node.list_mode;
       }
       const data = { format: "nodegraph/workflow", version: 1, name: this.name, nodes };
       if (this.description) data.description = this.description;
@@ -244,6 +297,7 @@
       this.nodes = {};
       for (const [id, node] of Object.entries(data.nodes || {})) {
         this.nodes[id] = { type: node.type, version: node.version, inputs: clone(node.inputs || {}) };
+        if (node.list_mode !== undefined) this.nodes[id].list_mode = node.list_mode;
       }
       this.name = data.name || "";
       this.description = data.description || "";

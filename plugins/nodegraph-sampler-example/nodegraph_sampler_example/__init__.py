@@ -19,7 +19,7 @@ NODEGRAPH_API_VERSION = 1
 def nodegraph_register_components(registry):
     registry.add_component("solver", "dpmpp_2m", Solver("dpmpp_2m", dpmpp_2m, needs_path=True))
     registry.add_component("solver", "ddim_eta", Solver("ddim_eta", ddim_eta, {"eta": 1.0, "seed": 0},
-                                                        needs_path=True))
+                                                        needs_path=True, samples_independent=False))
 
 
 @hookimpl

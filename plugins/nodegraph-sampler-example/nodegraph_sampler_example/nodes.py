@@ -17,4 +17,4 @@ def ddim_eta_solver(eta: Annotated[float, Field(ge=0, le=1)] = 1.0, seed: Seed =
     """x_t = alpha_t x0 + sqrt(beta_t^2 - g^2) eps + g z with g = eta beta_t sqrt(1 - e^{-2h}):
     eta = 0 is deterministic DDIM, eta = 1 re-noises as much as the marginals allow. Seeded.
     Link into core/ode_solve's `method`."""
-    return Solver("ddim_eta", ddim_eta, {"eta": eta, "seed": seed}, needs_path=True)
+    return Solver("ddim_eta", ddim_eta, {"eta": eta, "seed": seed}, needs_path=True, samples_independent=False)
