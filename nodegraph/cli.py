@@ -236,6 +236,8 @@ class TextProgress:
         if event.kind == "node_start":
             write(f"  {event.node} ({event.type}) ...\n")
             self._last_fraction = -1.0
+        elif event.kind == "node_skipped":
+            write(f"  {event.node} skipped: {event.message}\n")
         elif event.kind == "node_cached":
             source = " (disk)" if event.info.get("source") == "disk" else ""
             write(f"  {event.node} ({event.type}) cached{source}\n")

@@ -57,6 +57,12 @@ class Context:
     _progress: ProgressFn | None = None
     _registry: Any = None
     _warn: Callable[[str], None] | None = None
+    _workflow: Callable[[], str] | None = None
+
+    def workflow_json(self) -> str | None:
+        """The JSON of the workflow this node runs in, with every override applied (what a save node
+        embeds in its files so they can be run again); None outside a Session run."""
+        return self._workflow() if self._workflow is not None else None
 
     def component(self, kind: str, name: str) -> Any:
         """A registered component (solver, path, architecture...) by kind and name."""

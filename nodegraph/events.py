@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-EventKind = Literal["run_start", "node_start", "node_cached", "node_done", "progress", "warning", "node_error",
-                    "run_done"]
+EventKind = Literal["run_start", "node_skipped", "node_start", "node_cached", "node_done", "progress", "warning",
+                    "node_error", "run_done"]
 
 
 @dataclass

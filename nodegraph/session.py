@@ -132,6 +132,7 @@ class _Run:
         self.elements: dict[str, ElementCounts] = {}
         self.index = {n: i for i, n in enumerate(plan.order)}
         self.tails: dict[str, bytes] = {}  # per node: the key parts after its links (files, run nonce)
+        self._workflow_json: str | None = None
         self.keys = self._keys()
 
     def _keys(self) -> dict[str, bytes]:
@@ -273,9 +274,10 @@ class _Run:
         received = {name: self.values[source][output] for name, (source, output) in pn.links.items()
                     if not pn.type.inputs[name].lazy}
         key = self.keys[node_id]
+        kwargs = self._arguments(node_id, pn, received)  # linked paths confined before the node starts
         self.emit(Event("node_start", self.run_id, node_id, pn.type.id))
         started = time.perf_counter()
-        outputs = self._call(node_id, pn, self._arguments(node_id, pn, received), key)
+        outputs = self._call(node_id, pn, kwargs, key)
         seconds = time.perf_counter() - started
         self.values[node_id] = self._listed(pn, key, outputs)
         self.ran.append(node_id)
@@ -320,7 +322,7 @@ class _Run:
             kwargs[node_type.context_param] = Context(
                 node_id, node_type.id, self.session.device, self.session.dtype, key,
                 str(self.session.output_dir), self.token, self._progress_reporter(node_id, node_type.id),
-                self.session.registry, self._warner(node_id, node_type.id))
+                self.session.registry, self._warner(node_id, node_type.id), self.workflow_json)
         try:
             outputs = node_type.outputs_as_dict(node_type.fn(**kwargs))
         except (Cancelled, RunCancelled) as err:
@@ -448,6 +450,12 @@ class _Run:
             if not node_type.side_effect:
                 self._keep(node_id, pn, keys[index], outputs)
 
+    def workflow_json(self) -> str:
+        """The run's workflow as saved (subgraphs and modes included), serialised once per run."""
+        if self._workflow_json is None:
+            self._workflow_json = self.plan.workflow.to_json()
+        return self._workflow_json
+
     def _progress_reporter(self, node_id: str, type_id: str) -> Callable[[int, int, dict[str, Any]], None] | None:
         if self.emit is _ignore:  # nobody listens: a progress call is then only a cancellation check
             return None
@@ -571,6 +579,9 @@ class Session:
         if plan.paths != self.paths:  # confined under other roots: check again under ours
             plan = self.compile(plan.workflow)
         targets = list(outputs) if outputs is not None else plan.output_nodes()
+        not_running = [f"{t!r} ({plan.skipped[t]})" for t in targets if t in plan.skipped]
+        if not_running:
+            raise KeyError(f"requested outputs do not run: {', '.join(not_running)}")
         unknown = [t for t in targets if t not in plan.nodes]
         if unknown:
             raise KeyError(f"requested outputs {unknown} are not nodes of this workflow")
@@ -595,6 +606,8 @@ class Session:
         emit, plan = run.emit, run.plan
         started = time.perf_counter()
         emit(Event("run_start", run.run_id, info={"nodes": len(plan.nodes), "targets": len(targets)}))
+        for node_id, reason in plan.skipped.items():
+            emit(Event("node_skipped", run.run_id, node_id, message=reason))
         try:
             run.ensure(targets)
         except NodeFailed as err:

@@ -16,6 +16,7 @@ import networkx as nx
 from .cache_key import static_digest
 from .confine import PathPolicy, PathRefused
 from .lists import LIST_MODES
+from .lowering import lower
 from .node import InputSpec, InputValueError, NodeType, OutputSpec
 from .registry import Registry
 from .types import can_connect
@@ -78,6 +79,8 @@ class Plan:
     consumers: dict[str, list[str]] = field(default_factory=dict)
     paths: PathPolicy | None = None
     """The policy the path inputs were confined by (a Session recompiles a Plan made under another)."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Nodes of the workflow that do not run, and why (muted, bypassed, needs a muted node)."""
 
     def output_nodes(self) -> list[str]:
         marked = [n for n in self.order if self.nodes[n].type.output_node]
@@ -277,11 +280,15 @@ def _namespace_hint(type_id: str, registry: Registry) -> str:
 
 
 def check(workflow: Workflow, registry: Registry, paths: PathPolicy | None = None
-          ) -> tuple[list[Problem], dict[str, PlanNode], nx.DiGraph]:
-    """Every problem of `workflow`; path inputs are confined by `paths` (default: the working
-    folder for reads, ./outputs for writes; see `PathPolicy.build`)."""
+          ) -> tuple[list[Problem], dict[str, PlanNode], nx.DiGraph, dict[str, str]]:
+    """Every problem of `workflow`, its plan nodes, link graph and skipped nodes (node id -> why: muted,
+    bypassed, needs a muted node). Subgraphs are flattened and modes applied first (`nodegraph.lowering`);
+    path inputs are confined by `paths` (default: the working folder for reads, ./outputs for writes;
+    see `PathPolicy.build`)."""
     policy = paths if paths is not None else PathPolicy.build(registry=registry)
-    problems: list[Problem] = []
+    lowered = lower(workflow, registry)
+    problems: list[Problem] = [Problem(p.kind, p.message, p.node, p.input) for p in lowered.problems]
+    workflow = lowered.workflow
     plan_nodes: dict[str, PlanNode] = {}
     graph = nx.DiGraph()
     graph.add_nodes_from(workflow.nodes)
@@ -311,7 +318,8 @@ def check(workflow: Workflow, registry: Registry, paths: PathPolicy | None = Non
             if len(members) > 1 or graph.has_edge(members[0], members[0]):
                 problems.append(Problem("cycle", f"cycle through nodes {members}; links must not loop", members[0]))
     _check_lists(list(nx.topological_sort(graph)) if acyclic else list(workflow.nodes), plan_nodes, problems)
-    return problems, plan_nodes, graph
+    problems = [p for p in problems if not (p.kind == "missing_input" and (p.node, p.input) in lowered.cut)]
+    return problems, plan_nodes, graph, lowered.skipped
 
 
 def validate(workflow: Workflow, registry: Registry, paths: PathPolicy | None = None) -> list[Problem]:
@@ -321,10 +329,10 @@ def validate(workflow: Workflow, registry: Registry, paths: PathPolicy | None = 
 def compile_workflow(workflow: Workflow, registry: Registry, paths: PathPolicy | None = None) -> Plan:
     """A runnable Plan, or WorkflowInvalid with every problem (path inputs confined by `paths`)."""
     paths = paths if paths is not None else PathPolicy.build(registry=registry)
-    problems, plan_nodes, graph = check(workflow, registry, paths)
+    problems, plan_nodes, graph, skipped = check(workflow, registry, paths)
     if problems:
         raise WorkflowInvalid(problems)
     order = list(nx.lexicographical_topological_sort(graph)) if len(graph) < 2000 \
         else list(nx.topological_sort(graph))
     consumers = {n: list(graph.successors(n)) for n in graph}
-    return Plan(workflow, plan_nodes, order, graph, consumers, paths)
+    return Plan(workflow, plan_nodes, order, graph, consumers, paths, skipped)

@@ -5,6 +5,9 @@
                       "inputs": {"widget": 3, "socket": {"from": "other", "output": "image"}}}},
      "ui": {"positions": {"id": [x, y]}}}
 
+A node may carry "mode": "bypass" or "mute" (omitted: active), and a node of type "subgraph/NAME" runs
+the graph defined under "subgraphs": {"NAME": {"nodes": ..., "inputs": ..., "outputs": ...}} of the same
+file (see `nodegraph.lowering`).
 An input value is either a JSON literal or a link `{"from": node_id, "output": output_name}`.
 Saving is byte-stable: keys sorted, two-space indent, trailing newline.
 """
@@ -20,10 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .atomic import atomic_write_text
 from .jsonkeys import DuplicateKeyError, loads_unique
+from .png_workflow import PngWorkflowError, is_png, workflow_text
 
 FORMAT = "nodegraph/workflow"
 FORMAT_VERSION = 1
 MAX_WORKFLOW_BYTES = 32 * 1024 * 1024
+MAX_PNG_BYTES = 256 * 1024 * 1024
+"""A PNG carrying a workflow may be this large (its pixels are skipped, not decoded)."""
 
 
 class Link(BaseModel):
@@ -49,6 +55,9 @@ class NodeSpec(BaseModel):
     list_mode: str | None = None
     """How inputs fed lists combine when the node runs once per element: "zip" (the default) or
     "product" (see `nodegraph.lists`); checked, with the node named, at validation."""
+    mode: Literal["active", "bypass", "mute"] | None = None
+    """bypass: outputs pass an input of a fitting type through; mute: the node and what needs it are
+    skipped (`nodegraph.lowering`). None and "active" run the node."""
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -62,6 +71,33 @@ class NodeSpec(BaseModel):
 
     def literals(self) -> dict[str, Any]:
         return {name: v for name, v in self.inputs.items() if not isinstance(v, Link)}
+
+
+class InputPort(BaseModel):
+    """A subgraph's exposed input: the inner node input that the subgraph node's input feeds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    node: str = Field(min_length=1)
+    input: str = Field(min_length=1)
+
+
+class OutputPort(BaseModel):
+    """A subgraph's exposed output: the inner node output that the subgraph node's output is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    node: str = Field(min_length=1)
+    output: str = Field(min_length=1)
+
+
+class SubgraphSpec(BaseModel):
+    """A graph used as one node ("type": "subgraph/NAME"): its nodes and the inputs/outputs it exposes."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    nodes: dict[str, NodeSpec] = Field(default_factory=dict)
+    inputs: dict[str, InputPort] = Field(default_factory=dict)
+    outputs: dict[str, OutputPort] = Field(default_factory=dict)
+    ui: dict[str, Any] = Field(default_factory=dict)
 
 
 class WorkflowFormatError(ValueError):
@@ -79,11 +115,18 @@ class Workflow(BaseModel):
     name: str = ""
     description: str = ""
     nodes: dict[str, NodeSpec] = Field(default_factory=dict)
+    subgraphs: dict[str, SubgraphSpec] = Field(default_factory=dict)
     ui: dict[str, Any] = Field(default_factory=dict)
 
     # loading ------------------------------------------------------------------------------------
     @classmethod
     def from_json(cls, text: str | bytes) -> Workflow:
+        """From JSON text, or from the bytes of a PNG that carries a workflow (`nodegraph.png_workflow`)."""
+        if isinstance(text, bytes) and is_png(text):
+            try:
+                text = workflow_text(text, MAX_WORKFLOW_BYTES)
+            except PngWorkflowError as err:
+                raise WorkflowFormatError(str(err)) from None
         if len(text) > MAX_WORKFLOW_BYTES:
             raise WorkflowFormatError(f"workflow is {len(text)} bytes; the limit is {MAX_WORKFLOW_BYTES}")
         try:
@@ -115,34 +158,31 @@ class Workflow(BaseModel):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Workflow:
-        """Read at most MAX_WORKFLOW_BYTES + 1 bytes, whatever the file claims to be: a FIFO,
-        /dev/zero or a growing file reports no useful size, so the cap is on what is read."""
+        """A workflow file, or a PNG saved by `core/save_image` (its workflow chunk).
+
+        Reads at most MAX_WORKFLOW_BYTES + 1 bytes (MAX_PNG_BYTES + 1 for a PNG), whatever the file claims
+        to be: a FIFO, /dev/zero or a growing file reports no useful size, so the cap is on what is read."""
         path = Path(path)
         if path.is_dir():
             raise WorkflowFormatError(f"{path} is a folder, not a workflow file")
         try:
             with path.open("rb") as handle:
                 data = handle.read(MAX_WORKFLOW_BYTES + 1)
+                if is_png(data):
+                    data += handle.read(MAX_PNG_BYTES + 1 - len(data))
         except OSError as err:
             raise WorkflowFormatError(f"cannot read workflow {path}: {err.strerror or err}") from None
-        if len(data) > MAX_WORKFLOW_BYTES:
-            raise WorkflowFormatError(f"workflow {path} is larger than the limit of {MAX_WORKFLOW_BYTES} bytes")
+        limit = MAX_PNG_BYTES if is_png(data) else MAX_WORKFLOW_BYTES
+        if len(data) > limit:
+            raise WorkflowFormatError(f"workflow {path} is larger than the limit of {limit} bytes")
         return cls.from_json(data)
 
     # saving -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        nodes = {}
-        for node_id, spec in self.nodes.items():
-            entry: dict[str, Any] = {"type": spec.type,
-                                     "inputs": {k: (v.to_json() if isinstance(v, Link) else v)
-                                                for k, v in spec.inputs.items()}}
-            if spec.version is not None:
-                entry["version"] = spec.version
-            if spec.list_mode is not None:
-                entry["list_mode"] = spec.list_mode
-            nodes[node_id] = entry
         data: dict[str, Any] = {"format": self.format, "version": self.version, "name": self.name,
-                                "nodes": nodes}
+                                "nodes": _nodes_to_dict(self.nodes)}
+        if self.subgraphs:
+            data["subgraphs"] = {name: _subgraph_to_dict(sub) for name, sub in self.subgraphs.items()}
         if self.description:
             data["description"] = self.description
         if self.ui:
@@ -169,6 +209,33 @@ class Workflow(BaseModel):
 
     def copy_deep(self) -> Workflow:
         return Workflow.from_dict(json.loads(self.to_json()))
+
+
+def _nodes_to_dict(nodes: dict[str, NodeSpec]) -> dict[str, Any]:
+    out = {}
+    for node_id, spec in nodes.items():
+        entry: dict[str, Any] = {"type": spec.type,
+                                 "inputs": {k: (v.to_json() if isinstance(v, Link) else v)
+                                            for k, v in spec.inputs.items()}}
+        if spec.version is not None:
+            entry["version"] = spec.version
+        if spec.list_mode is not None:
+            entry["list_mode"] = spec.list_mode
+        if spec.mode not in (None, "active"):
+            entry["mode"] = spec.mode
+        out[node_id] = entry
+    return out
+
+
+def _subgraph_to_dict(sub: SubgraphSpec) -> dict[str, Any]:
+    data: dict[str, Any] = {"nodes": _nodes_to_dict(sub.nodes),
+                            "inputs": {k: p.model_dump() for k, p in sub.inputs.items()},
+                            "outputs": {k: p.model_dump() for k, p in sub.outputs.items()}}
+    if sub.description:
+        data["description"] = sub.description
+    if sub.ui:
+        data["ui"] = sub.ui
+    return data
 
 
 def parse_cli_value(text: str) -> Any:

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from pydantic import Field
 
 from nodegraph import Context, InputPath, ListOf, OutputPath, atomic_write_bytes, node
+from nodegraph.png_workflow import KEYWORD as WORKFLOW_KEYWORD
 
 from .sockets import IMAGE
 
@@ -41,14 +42,19 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return data.view(image.height, image.width, channels).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
 
-def save_png_numbered(image: Image.Image, folder: Path, prefix: str) -> Path:
-    """Write `prefix_00001.png` (next free number) with `atomic_write_bytes(overwrite=False)`.
+def save_png_numbered(image: Image.Image, folder: Path, prefix: str, workflow_json: str | None = None) -> Path:
+    """Write `prefix_00001.png` (next free number) with `atomic_write_bytes(overwrite=False)`, carrying
+    `workflow_json` in a compressed iTXt chunk (`nodegraph.png_workflow`) when given.
 
     Publishing by hard link fails if the name exists, so two writers never overwrite each other (the
     loser takes the next number), and a reader never sees a half-written PNG under the final name.
     """
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    info = None
+    if workflow_json is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt(WORKFLOW_KEYWORD, workflow_json, zip=True)
+    image.save(buffer, format="PNG", pnginfo=info)
     pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)\.png$")
     used = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))] if folder.is_dir() else []
     number = max(used, default=0) + 1
@@ -62,11 +68,14 @@ def save_png_numbered(image: Image.Image, folder: Path, prefix: str) -> Path:
 @node("core/save_image", category="image", display_name="Save image", outputs=("paths",), side_effect=True)
 def save_image(ctx: Context, images: IMAGE, folder: OutputPath = ".",
                prefix: Annotated[OutputPath, Field(pattern=_SAFE_PREFIX.pattern)] = "image") -> list:
-    """Save each image as a PNG under the output folder (numbered names, never overwriting)."""
+    """Save each image as a PNG under the output folder (numbered names, never overwriting). Each file
+    carries the workflow that made it (every value used), so `nodegraph run image.png` and the editor
+    open it again."""
     if not _SAFE_PREFIX.match(prefix):
         raise ValueError(f"prefix {prefix!r} may use letters, digits, '_', '-' and '.' only")
     target = ctx.output_path(folder)
-    return [str(save_png_numbered(img, target, prefix)) for img in tensor_to_pil(images)]
+    workflow = ctx.workflow_json()
+    return [str(save_png_numbered(img, target, prefix, workflow)) for img in tensor_to_pil(images)]
 
 
 @node("core/load_image", category="image", display_name="Load image")

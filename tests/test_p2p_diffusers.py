@@ -224,8 +224,9 @@ def test_word_swap_runs_on_sdxl(sdxl_folder):
     field, encoder = load(sdxl_folder)
     x = noise()
     edited = euler(p2p_edit(field, encoder, SOURCE, TARGET, guidance=5.0, cross_replace_steps=1.0), torch.cat([x, x]))
-    torch.testing.assert_close(edited[:1], plain(field, encoder, SOURCE, x, 5.0), atol=1e-5, rtol=1e-5)
-    assert (edited[1:] - plain(field, encoder, TARGET, x, 5.0)).abs().max() > 1e-4
+    # 4 rows vs 2 rows through the U-Net: equal up to the CPU kernels' batch-size rounding (1e-5 here)
+    torch.testing.assert_close(edited[:1], plain(field, encoder, SOURCE, x, 5.0), atol=5e-5, rtol=1e-5)
+    assert (edited[1:] - plain(field, encoder, TARGET, x, 5.0)).abs().max() > 1e-3
 
 
 class _Ctx:

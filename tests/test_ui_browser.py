@@ -171,6 +171,21 @@ def test_build_run_and_rerun_from_an_empty_canvas(page, tmp_path):
     assert "ran 2" in page.inner_text(".ng-side .ng-run-status")
 
 
+def test_search_ranks_exact_and_prefix_matches_of_names_first(page):
+    canvas = page.locator(".ng-canvas").bounding_box()
+    page.mouse.dblclick(canvas["x"] + 200, canvas["y"] + 200)
+
+    def first(query: str, count: int = 1) -> list[str]:
+        page.fill(".ng-palette-search", query)
+        return page.eval_on_selector_all(".ng-palette-item", f"els => els.slice(0, {count}).map(e => e.dataset.type)")
+
+    assert first("seed", 2) == ["core/seed", "core/seeds"]  # exact, then prefix
+    assert first("ode") == ["core/ode_solve"]  # "ODE solver" starts with it
+    assert first("probability path") == ["core/path"]
+    assert first("ode solver") == ["core/ode_solve"]
+    page.keyboard.press("Escape")
+
+
 def test_undo_redo_delete_and_multiselect_move(page):
     canvas = page.locator(".ng-canvas").bounding_box()
     a = add_node(page, "integer", canvas["x"] + 40, canvas["y"] + 40)

@@ -196,8 +196,10 @@ def test_runs_with_path_tricks(client, world):
     @example(workflow=load_image("//etc"), overrides={})
     @example(workflow=load_image("/proc/self/root"), overrides={})
     @example(workflow=load_image("x.png"), overrides={"load.path": "/etc/passwd"})
+    @example(workflow=load_image("x.png"), overrides={"load.path": [{"a": float("-inf")}, float("nan")]})
     def check(workflow: dict, overrides: dict) -> None:
-        response = client.post("/api/jobs", json={"workflow": workflow, "overrides": overrides})
+        body = json.dumps({"workflow": workflow, "overrides": overrides}).encode()  # NaN / Infinity tokens too
+        response = client.post("/api/jobs", content=body, headers={"Content-Type": "application/json"})
         no_server_error(response)
         busy = wait_idle(jobs, 20)
         if busy:  # e.g. a fingerprint hashing "/" before the path check: stop it, then fail

@@ -127,7 +127,8 @@ class DeleteAnswer(BaseModel):
 
 
 class JobEvent(BaseModel):
-    """One Server-Sent Event's data. Kinds: run_start, node_start, node_cached, node_done, progress
+    """One Server-Sent Event's data. Kinds: run_start, node_skipped (muted or bypassed; message says
+    why), node_start, node_cached, node_done, progress
     (step/total, info, preview=true when GET .../preview.png has a new image), warning, node_error,
     run_done, then finished (status = the job's final status) as the last event of the stream."""
 

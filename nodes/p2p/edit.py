@@ -20,6 +20,7 @@ from nodes.conditioning import Condition
 from nodes.fields import ModelField, VectorField
 from nodes.guidance import cfg_combine
 from nodes.models.attention import attention_modules, attention_processor
+from nodes.parameterization import convert, to_x0_eps
 from nodes.text.words import PromptTokens
 
 from .alignment import refine_mapping, word_swap_mapping
@@ -89,7 +90,10 @@ class PromptToPromptField(VectorField):
         self.path = field.path
         self.clip = field.clip
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+    def _guided(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, EditController, float]:
+        """The guided prediction of [source; target] in the network's own kind (epsilon for SD), as
+        `CFGField` guides: CFG is affine, so mixing before converting gives the same numbers as plain
+        generation takes (a disabled edit equals it exactly)."""
         if x.shape[0] % 2:
             raise ValueError(f"x must hold source and target samples (an even batch), got {x.shape[0]}")
         n = x.shape[0] // 2
@@ -100,14 +104,22 @@ class PromptToPromptField(VectorField):
         if self.scale != 1.0:
             parts.append(self.null.expand(2 * n).to(x.device))
             xs, ts = torch.cat([x, x]), torch.cat([t, t])
-        blending = self.blend is not None and now >= self.blend.start
-        controller = EditController(self.plan, n, now, store_rows=2 * n if blending else 0)
+        controller = EditController(self.plan, n, now, store_rows=2 * n if self._blending(now) else 0)
         with attention_processor(self.backbone, controller):
-            out = self.field(xs, ts, Condition.cat(parts))
+            out = self.field.predict(xs, ts, Condition.cat(parts), self.field.prediction)
         if self.scale != 1.0:
             out = cfg_combine(out[:2 * n], out[2 * n:], self.scale)
-        if blending:
+        return out, controller, now
+
+    def _blending(self, now: float) -> bool:
+        return self.blend is not None and now >= self.blend.start
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        native, controller, now = self._guided(x, t)
+        out = convert(native, self.field.prediction, "velocity", x, t, self.path, self.clip)
+        if self._blending(now):
             assert self.blend is not None
+            n = x.shape[0] // 2
             mask = blend_mask(controller.maps, n, self.blend.source_positions, self.blend.target_positions,
                               tuple(x.shape[-2:]), self.blend.threshold)
             x_src, x_tgt = x[:n], x[n:]
@@ -115,6 +127,16 @@ class PromptToPromptField(VectorField):
             pull = u_src + (x_src - x_tgt) / max(1.0 - now, 1e-3)
             out = torch.cat([u_src, mask * u_tgt + (1 - mask) * pull])
         return out
+
+    def x0_eps(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, eps) straight from the guided native prediction (what DDIM asks), unless the local blend
+        acts at t: it is defined on the velocity."""
+        now = float(batch_times(t, x.shape[0], x.device, x.dtype)[0])
+        if self._blending(now):
+            return super().x0_eps(x, t, cond)
+        native, _, _ = self._guided(x, t)
+        return to_x0_eps(native, self.field.prediction, x, t, self.path, self.clip)
 
 
 def guided_with_maps(field: ModelField, x: torch.Tensor, t: torch.Tensor, cond: Condition, null: Condition,

@@ -4,7 +4,23 @@
 // double-click or '/' for the node palette, Delete to remove, Ctrl+Z / Ctrl+Shift+Z to undo / redo.
 (function () {
   "use strict";
+
   const NG = (window.NG = window.NG || {});
+
+  // How well `query` names node schema `s` (lower is better; null: no match). Names are the display
+  // name and the id's part after the namespace ("core/seed" -> "seed").
+  NG.matchScore = function (query, s, category) {
+    const q = query.trim().toLowerCase();
+    const words = q.split(/\s+/).filter(Boolean);
+    const names = [s.display_name.toLowerCase(), s.id.split("/").pop().toLowerCase().replace(/_/g, " ")];
+    const everything = `${names.join(" ")} ${s.id} ${category} ${s.description || ""}`.toLowerCase();
+    if (!words.every((w) => everything.includes(w))) return null;
+    if (names.some((n) => n === q)) return 0;
+    if (names.some((n) => n.startsWith(q))) return 1;
+    if (names.some((n) => n.split(/[\s/_-]+/).some((part) => part.startsWith(words[0])))) return 2;
+    if (names.some((n) => words.every((w) => n.includes(w)))) return 3;
+    return 4;
+  };
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -473,23 +489,32 @@
       return palette;
     }
 
+    // With a query: one list ranked by how well each node's name matches (exact, then prefix, then a
+    // word of the name starting with it, then anywhere in name, id, category or description); without
+    // one: every node by category.
     fillPalette(query) {
       const words = query.toLowerCase().split(/\s+/).filter(Boolean);
       const list = this.palette.querySelector(".ng-palette-list");
       list.replaceChildren();
       const groups = this.catalog.byCategory();
-      for (const category of Object.keys(groups).sort()) {
-        const items = groups[category].filter((s) => {
-          const text = `${s.display_name} ${s.id} ${category}`.toLowerCase();
-          return words.every((w) => text.includes(w));
-        });
-        if (!items.length) continue;
-        list.append(el("div", { class: "ng-palette-cat", text: category }));
-        for (const s of items) {
-          list.append(el("div", { class: "ng-palette-item", "data-type": s.id, title: s.description,
-            onclick: () => this.addFromPalette(s.id) }, el("span", { text: s.display_name }), el("small", { text: s.id })));
+      const item = (s) => el("div", { class: "ng-palette-item", "data-type": s.id, title: s.description,
+        onclick: () => this.addFromPalette(s.id) }, el("span", { text: s.display_name }), el("small", { text: s.id }));
+      if (!words.length) {
+        for (const category of Object.keys(groups).sort()) {
+          list.append(el("div", { class: "ng-palette-cat", text: category }));
+          for (const s of groups[category]) list.append(item(s));
+        }
+        return;
+      }
+      const ranked = [];
+      for (const category of Object.keys(groups)) {
+        for (const s of groups[category]) {
+          const score = NG.matchScore(query, s, category);
+          if (score !== null) ranked.push([score, s.display_name.toLowerCase(), s]);
         }
       }
+      ranked.sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
+      for (const [, , s] of ranked) list.append(item(s));
       if (!list.children.length) list.append(el("div", { class: "ng-palette-empty", text: "no node matches" }));
     }
 
