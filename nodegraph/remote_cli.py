@@ -21,6 +21,7 @@ from typing import Any
 
 from .client import ApiError, Client
 from .events import Event
+from .job_keys import recall, remember
 from .jobs.store import STATUSES
 from .workflow import Workflow, parse_cli_value
 
@@ -60,7 +61,8 @@ def add_remote_commands(sub: Any, positive: Any) -> None:
 
     requeue = sub.add_parser("requeue", parents=[server], help="queue a failed, cancelled or interrupted job again")
     requeue.add_argument("job", type=positive)
-    requeue.add_argument("--key", help="the job's key (`submit --json` prints it); not needed with the token")
+    requeue.add_argument("--key", help="the job's key (`submit --json` prints it); not needed with the token or "
+                                       "for jobs submitted by this user from here (`submit` keeps their keys)")
 
 
 def overrides_of(items: Sequence[str]) -> dict[str, Any]:
@@ -106,6 +108,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             where = ".".join(p for p in (problem.get("node"), problem.get("input")) if p)
             print(f"  - {where + ': ' if where else ''}{problem['message']} [{problem['kind']}]", file=sys.stderr)
         return EXIT_INVALID
+    remember(args.server, job, client.keys[job])  # so `requeue` needs no --key
     if args.json:
         print(json.dumps({"id": job, "key": client.keys[job], "status": "queued"}), flush=True)
     else:
@@ -143,7 +146,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     print(f"{'id':>6}  {'status':<11}  {'queued':<19}  {'seconds':>8}  name / error")
     for job in page["jobs"]:
         seconds = f"{job['seconds']:.2f}" if job["seconds"] is not None else "-"
-        note = job["name"] + (f"  [{job['error_node'] or ''}] {job['error']}" if job["error"] else "")
+        where = f"[{job['error_node']}] " if job["error_node"] else ""
+        note = job["name"] + (f"  {where}{job['error']}" if job["error"] else "")
         print(f"{job['id']:>6}  {job['status']:<11}  {_when(job['queued_at']):<19}  {seconds:>8}  {note}")
     shown = len(page["jobs"])
     more = f"; next page: --before {page['next_before']}" if page["next_before"] else ""
@@ -152,7 +156,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
-    client = Client(args.server, args.token, keys={args.job: args.key} if args.key else None)
+    key = args.key or recall(args.server, args.job)
+    client = Client(args.server, args.token, keys={args.job: key} if key else None)
     job = client.requeue(args.job)
     print(f"job {job['id']} {job['status']}")
     return EXIT_OK

@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from . import engine_nodes
 # `nodegraph run` keeps a disk cache by default (~/.cache/nodegraph). Tests must neither share results
 # through the user's folder nor through each other: those that want one pass --disk-cache DIR.
 os.environ["NODEGRAPH_DISK_CACHE"] = "off"
+# `nodegraph submit` keeps job keys in the user's state folder; tests keep them in a folder of their own.
+os.environ["NODEGRAPH_KEYS_FILE"] = str(Path(tempfile.mkdtemp(prefix="nodegraph-keys-")) / "job-keys.json")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from nodegraph import Session, cli
-from nodegraph.client import Client
+from nodegraph.client import ApiError, Client
 from nodegraph.plugins import load_registry
 from ui.app import create_api_server, make_context
 from ui.guard import GuardConfig
@@ -114,10 +114,39 @@ def test_requeue_with_the_key_from_submit_json(server, tmp_path, capsys):
     assert operator.wait(queued["id"], timeout=60)["status"] == "done"
 
 
+def test_requeue_finds_the_key_of_a_job_this_user_submitted(tmp_path, monkeypatch, capsys):
+    """Without a token the key is what opens a job: `submit` keeps it (privately), `requeue` finds it."""
+    keys = tmp_path / "state" / "job-keys.json"
+    monkeypatch.setenv("NODEGRAPH_KEYS_FILE", str(keys))
+    registry, _ = load_registry(entry_points=False)
+    registry.registrar("tests").add_nodes(job_nodes.NODES)
+    context = make_context(Session(registry, device="cpu", output_dir=tmp_path / "out"), data_dir=tmp_path / "data")
+    running = BackgroundServer(create_api_server(context, GuardConfig())).start()
+    try:
+        holder = Client(running.url)
+        blocker = holder.submit(blocking())
+        assert cli.main(["submit", write(tmp_path, quick(72)), "--server", running.url]) == 0
+        job = int(capsys.readouterr().out)
+        assert oct(keys.stat().st_mode & 0o777) == "0o600"
+        with pytest.raises(ApiError) as refused:
+            Client(running.url).cancel(job)  # a stranger's client: not theirs
+        assert refused.value.status == 403
+        owner = Client(running.url, keys={job: json.loads(keys.read_text())[running.url][str(job)]})
+        assert owner.cancel(job)
+        assert cli.main(["requeue", str(job), "--server", running.url]) == 0  # no --key: it was kept
+        assert capsys.readouterr().out.strip() == f"job {job} queued"
+        holder.cancel(blocker)
+        assert owner.wait(job, timeout=60)["status"] == "done"
+    finally:
+        running.stop()
+        context.close()
+
+
 def test_the_console_command_submits_and_waits(server, tmp_path):
     """The real entry point in a process of its own, token from the environment."""
     path = write(tmp_path, quick(81))
-    env = {"NODEGRAPH_TOKEN": TOKEN, "NODEGRAPH_SERVER": server.url, "PATH": "/usr/bin:/bin"}
+    env = {"NODEGRAPH_TOKEN": TOKEN, "NODEGRAPH_SERVER": server.url, "PATH": "/usr/bin:/bin",
+           "NODEGRAPH_KEYS_FILE": str(tmp_path / "keys.json")}
     done = subprocess.run([sys.executable, "-m", "nodegraph.cli", "submit", path, "--wait"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
