@@ -54,13 +54,18 @@ class Lazy:
 
 @dataclass(frozen=True)
 class Widget:
-    """UI hints for a widget input, merged into its JSON Schema as `x-widget`."""
+    """UI hints for a widget input, merged into its JSON Schema as `x-widget`.
 
-    kind: Literal["number", "slider", "text", "multiline", "checkbox", "dropdown", "file"] | None = None
+    kind "image": an image file path the editor shows and can upload into its inputs folder; "mask": an
+    image file the editor lets the user paint (brush, eraser) over the image named by the input `over`."""
+
+    kind: Literal["number", "slider", "text", "multiline", "checkbox", "dropdown", "file", "image",
+                  "mask"] | None = None
     step: float | None = None
+    over: str | None = None
 
     def as_schema(self) -> dict[str, Any]:
-        return {k: v for k, v in {"kind": self.kind, "step": self.step}.items() if v is not None}
+        return {k: v for k, v in {"kind": self.kind, "step": self.step, "over": self.over}.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -564,6 +569,10 @@ def build_node_type(fn: Callable[..., Any], id: str, *, version: int, category: 
             except InputValueError as err:
                 raise NodeDefinitionError(f"{where}: default of {name!r} is invalid: {err}") from None
         inputs[name] = spec
+    for name, spec in inputs.items():
+        over = spec.widget_hint.get("over") if spec.widget_hint else None
+        if over is not None and over not in inputs:
+            raise NodeDefinitionError(f"{where} input {name!r}: Widget(over={over!r}) names no input of this node")
     outs, multiple = _parse_outputs(fn, hints, outputs, where)
     doc = inspect.getdoc(fn) or ""
     return NodeType(

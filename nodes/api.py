@@ -2,7 +2,7 @@
 
 Stable within `API_VERSION` (checked when a plugin declaring `NODEGRAPH_API_VERSION` loads).
 
-Sockets      the registered socket types: TENSOR, IMAGE, LATENT, TIME_GRID, CONDITIONING, PATH,
+Sockets      the registered socket types: TENSOR, IMAGE, MASK, LATENT, TIME_GRID, CONDITIONING, PATH,
              VECTOR_FIELD, MODEL_FIELD (a field straight from a backbone), SOLVER, GUIDANCE,
              SIGMA_SCHEDULE, BACKBONE (MLP, UNET, DIT), VAE, TEXT_ENCODER, CLASSIFIER, DATASET ...
 Condition    what a network is conditioned on (labels / tokens + mask + pooled); `bind`, `cat`,
@@ -76,6 +76,7 @@ from .sockets import (
     GUIDANCE,
     IMAGE,
     LATENT,
+    MASK,
     MLP,
     MODEL_FIELD,
     PATH,
@@ -96,7 +97,7 @@ __all__ = [
     "CheckpointEvery", "Dropout", "EmaDecay", "GradClip", "LearningRate", "TrainingSteps", "WeightDecay",
     "CLASSIFIER", "CONDITIONING", "Callback", "CheckpointError", "CombineFn", "Condition", "ConditionPair",
     "CountingField", "DATASET", "DIT", "FieldWrapper", "GUIDANCE", "GaussianPath", "GuidanceMethod",
-    "GuidanceScale", "IMAGE", "LATENT", "MLP", "MODEL_FIELD", "ModelField", "ModelFamily", "PATH", "Prediction",
+    "GuidanceScale", "IMAGE", "LATENT", "MASK", "MLP", "MODEL_FIELD", "ModelField", "ModelFamily", "PATH", "Prediction",
     "SIGMA_SCHEDULE",
     "SOLVER", "Seed", "Solver", "SolverFn", "Steps", "TENSOR", "TEXT_ENCODER", "TIME_GRID", "UNET", "Unit", "VAE",
     "VECTOR_FIELD", "VectorField", "attention_processor", "batch_times", "cfg_combine", "class_labels", "convert",

@@ -1,20 +1,20 @@
-"""Image I/O: load, save (atomic, numbered, never overwriting), preview, grid."""
+"""Image I/O: load, load with a painted mask, save (atomic, numbered, never overwriting), preview, grid."""
 
 from __future__ import annotations
 
 import io
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import torch
 from PIL import Image, PngImagePlugin
 from pydantic import Field
 
-from nodegraph import Context, InputPath, ListOf, OutputPath, atomic_write_bytes, node
+from nodegraph import Context, InputPath, ListOf, OutputPath, Widget, atomic_write_bytes, node
 from nodegraph.png_workflow import KEYWORD as WORKFLOW_KEYWORD
 
-from .sockets import IMAGE
+from .sockets import IMAGE, MASK
 
 _SAFE_PREFIX = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
@@ -79,13 +79,52 @@ def save_image(ctx: Context, images: IMAGE, folder: OutputPath = ".",
 
 
 @node("core/load_image", category="image", display_name="Load image")
-def load_image(ctx: Context, path: InputPath) -> IMAGE:
-    """Load a PNG or JPEG file as a (1, C, H, W) image in [0, 1]."""
+def load_image(ctx: Context, path: Annotated[InputPath, Widget(kind="image")]) -> IMAGE:
+    """Load a PNG or JPEG file as a (1, C, H, W) image in [0, 1] (the editor can upload one)."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"no image file at {file}")
     with Image.open(file) as image:
         return pil_to_tensor(image).to(ctx.device)
+
+
+def read_mask(file: Path, size: tuple[int, int]) -> torch.Tensor:
+    """A mask PNG as (1, 1, H, W) in [0, 1] at `size` = (width, height): its luminance (white = 1; an
+    alpha channel multiplies it, so transparent pixels are 0), resized bilinearly if its size differs."""
+    with Image.open(file) as image:
+        grey = image.convert("LA")
+    if grey.size != size:
+        grey = grey.resize(size, Image.Resampling.BILINEAR)
+    values = pil_to_tensor(grey.convert("RGBA"))  # L -> RGB grey, A kept
+    return values[:, :1] * values[:, 3:4]
+
+
+class ImageAndMask(NamedTuple):
+    image: IMAGE
+    mask: MASK
+
+
+@node("core/paint_mask", category="image", display_name="Load image + painted mask")
+def paint_mask(ctx: Context, path: Annotated[InputPath, Widget(kind="image")],
+               mask: Annotated[InputPath | None, Widget(kind="mask", over="path")] = None) -> ImageAndMask:
+    """An image (as RGB, (1, 3, H, W) in [0, 1]) and the mask painted over it in the editor (brush, eraser,
+    size; saved as a PNG in the editor's inputs folder and referenced by path, so the workflow runs
+    headless too). The mask is the PNG's luminance, white = 1 = repaint, resized to the image; no mask
+    means nothing to repaint (all 0). Feed `mask` to core/inpaint_solver."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"no image file at {file}")
+    with Image.open(file) as image:
+        rgb = image.convert("RGB")
+    picture = pil_to_tensor(rgb)
+    if mask is None:
+        painted = torch.zeros(1, 1, rgb.height, rgb.width)
+    else:
+        mask_file = Path(mask).expanduser()
+        if not mask_file.is_file():
+            raise FileNotFoundError(f"no mask file at {mask_file}")
+        painted = read_mask(mask_file, rgb.size)
+    return ImageAndMask(picture.to(ctx.device), painted.to(ctx.device))
 
 
 @node("core/preview_image", category="image", display_name="Preview image", output_node=True)

@@ -1,7 +1,7 @@
 """Socket types of the generative node library. Tensors are torch tensors on the run's device.
 
 IMAGE is (B, C, H, W) float in [0, 1]; LATENT is (B, C, H, W) in the model's latent space;
-both are TENSORs so any tensor input accepts them.
+both are TENSORs so any tensor input accepts them. A MASK is a one-channel IMAGE (1 = repaint).
 """
 
 import torch
@@ -18,6 +18,8 @@ from .solvers import Solver
 TENSOR = SocketType("TENSOR", torch.Tensor, "#78909c", description="A torch tensor.")
 IMAGE = SocketType("IMAGE", torch.Tensor, "#64b5f6", parent=TENSOR,
                    description="Images as a (B, C, H, W) float tensor in [0, 1].")
+MASK = SocketType("MASK", torch.Tensor, "#b0bec5", parent=IMAGE,
+                  description="A (B, 1, H, W) mask in [0, 1]: 1 = repaint, 0 = keep (an image, so it previews).")
 LATENT = SocketType("LATENT", torch.Tensor, "#f06292", parent=TENSOR,
                     description="Samples in a model's space (pixels in [-1, 1] or VAE latents), (B, C, H, W).")
 TIME_GRID = SocketType("TIME_GRID", torch.Tensor, "#a1887f", parent=TENSOR,
@@ -44,6 +46,6 @@ MIXTURE = SocketType("MIXTURE", None, "#26a69a", description="A Gaussian-mixture
 ATTENTION_CONTROL = SocketType("ATTENTION_CONTROL", None, "#ce93d8",
                                description="An attention controller (store / edit attention maps).")
 
-ALL = (TENSOR, IMAGE, LATENT, TIME_GRID, CONDITIONING, PATH, VECTOR_FIELD, MODEL_FIELD, SOLVER, GUIDANCE,
+ALL = (TENSOR, IMAGE, MASK, LATENT, TIME_GRID, CONDITIONING, PATH, VECTOR_FIELD, MODEL_FIELD, SOLVER, GUIDANCE,
        SIGMA_SCHEDULE, BACKBONE, MLP,
        UNET, DIT, VAE, TEXT_ENCODER, CLASSIFIER, DATASET, MIXTURE, ATTENTION_CONTROL)

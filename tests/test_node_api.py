@@ -127,3 +127,21 @@ def test_lazy_input_is_marked_lazy_and_keeps_its_socket():
     assert inputs["a"].lazy and inputs["a"].socket is INT
     assert not inputs["b"].lazy and inputs["b"].socket is INT
     assert lazy_int.node_type.schema()["inputs"]["a"]["schema"].get("x-lazy") is True
+
+
+def test_image_and_mask_widget_hints_reach_the_schema_and_over_must_name_an_input():
+    from nodegraph import InputPath, Widget
+
+    @node("test/painted")
+    def painted(path: Annotated[InputPath, Widget(kind="image")],
+                mask: Annotated[InputPath | None, Widget(kind="mask", over="path")] = None) -> None:
+        """An image and a mask painted over it."""
+
+    inputs = painted.node_type.schema()["inputs"]
+    assert inputs["path"]["schema"]["x-widget"] == {"kind": "image"}
+    assert inputs["mask"]["schema"]["x-widget"] == {"kind": "mask", "over": "path"}
+    assert inputs["mask"]["schema"]["x-path"] == "read"  # still a confined read path
+    with pytest.raises(NodeDefinitionError, match="over='picture'"):
+        @node("test/misnamed")
+        def misnamed(path: InputPath, mask: Annotated[InputPath, Widget(kind="mask", over="picture")]) -> None:
+            """The mask names an input that does not exist."""

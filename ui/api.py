@@ -4,7 +4,7 @@ Runs are jobs (ui/jobs_api.py). `nodegraph serve` serves these routes too, witho
 
 Uploaded or posted workflows are data only: they are parsed and validated against the registry
 and never executed as code. Opening a saved workflow reads only `*.json` files under the
-workflows folder.
+workflows folder. Uploaded images and painted masks go to the inputs folder only (see ui.inputs).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from nodegraph import Session, Workflow, WorkflowFormatError
 
+from .inputs import MAX_INPUT_BYTES, InputRefused, read_image_png, store_input, workflow_path
 from .runs import problems_of
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
@@ -63,26 +64,35 @@ def parse_workflow(body: bytes) -> Workflow:
         raise HTTPException(422, {"message": str(err).splitlines()[0], "problems": err.problems}) from None
 
 
-async def read_workflow(request: Request) -> Workflow:
-    """The posted body as a Workflow: size-limited, parsed as JSON data (off the event loop), shape-checked.
+async def read_body(request: Request, limit: int, what: str = "the body") -> bytes:
+    """The request body, refused (413) as soon as it passes `limit` bytes.
 
     The server's guard middleware already cuts a body off at the limit while it streams; the checks
     here keep the function safe on its own.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, f"workflow is larger than {MAX_UPLOAD_BYTES} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"{what} is larger than {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, f"workflow is larger than {MAX_UPLOAD_BYTES} bytes")
-    return await run_in_threadpool(parse_workflow, bytes(body))
+        if len(body) > limit:
+            raise HTTPException(413, f"{what} is larger than {limit} bytes")
+    return bytes(body)
 
 
-def build_router(session: Session, workflows_dir: Path, initial: dict[str, Any] | None = None) -> APIRouter:
-    """The editor's routes: node schemas, the workflows folder, validation (runs are jobs: ui.jobs_api)."""
+async def read_workflow(request: Request) -> Workflow:
+    """The posted body as a Workflow: size-limited, parsed as JSON data (off the event loop), shape-checked."""
+    body = await read_body(request, MAX_UPLOAD_BYTES, "workflow")
+    return await run_in_threadpool(parse_workflow, body)
+
+
+def build_router(session: Session, workflows_dir: Path, initial: dict[str, Any] | None = None,
+                 inputs_dir: Path | None = None) -> APIRouter:
+    """The editor's routes: node schemas, the workflows folder, validation, uploaded images and painted
+    masks (runs are jobs: ui.jobs_api)."""
     router = APIRouter(prefix="/api", tags=["editor"])
+    inputs = Path(inputs_dir) if inputs_dir is not None else Path.cwd() / "inputs"
 
     @router.get("/nodes")
     def nodes() -> dict[str, Any]:
@@ -100,6 +110,38 @@ def build_router(session: Session, workflows_dir: Path, initial: dict[str, Any] 
         except WorkflowFormatError as err:
             raise HTTPException(422, {"message": str(err).splitlines()[0], "problems": err.problems}) from None
         return {"name": name, "workflow": workflow.to_dict()}
+
+    @router.post("/inputs")
+    async def upload_input(request: Request, kind: str = "image", name: str = "") -> dict[str, Any]:
+        """Store a posted image (or painted mask, kind=mask) in the inputs folder; answers the path a
+        workflow names it by."""
+        if kind not in ("image", "mask"):
+            raise HTTPException(400, f"kind must be image or mask, not {kind!r}")
+        body = await read_body(request, MAX_INPUT_BYTES, "the image")
+
+        def store() -> dict[str, Any]:
+            try:
+                stored = store_input(inputs, body, kind, name)  # type: ignore[arg-type]
+            except InputRefused as err:
+                raise HTTPException(422, str(err)) from None
+            path = workflow_path(stored)
+            try:
+                session.paths.check_read(path)
+            except ValueError as err:
+                raise HTTPException(409, f"the inputs folder {str(inputs)!r} is not readable by workflows "
+                                         f"here: {err}") from None
+            return {"path": path}
+
+        return await run_in_threadpool(store)
+
+    @router.get("/image")
+    async def show_image(path: str) -> Response:
+        """An image a workflow could read (confined like a run's reads), re-encoded as PNG."""
+        try:
+            png = await run_in_threadpool(read_image_png, session.paths, path)
+        except InputRefused as err:
+            raise HTTPException(404, str(err)) from None
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @router.post("/validate")
     async def validate(request: Request) -> dict[str, Any]:

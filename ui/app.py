@@ -33,7 +33,7 @@ from .runs import ImageRecorder
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
-SCRIPTS = ("graph.js", "widgets.js", "canvas.js", "runner.js", "editor.js")
+SCRIPTS = ("graph.js", "widgets.js", "maskpaint.js", "canvas.js", "runner.js", "editor.js")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_DATA_DIR = ".nodegraph"
 """The data folder (jobs database, job preview images) when neither --data-dir nor $NODEGRAPH_DATA_DIR
@@ -46,6 +46,9 @@ class AppContext:
     jobs: JobQueue
     workflows_dir: Path
     initial: dict[str, Any] | None = None
+    inputs_dir: Path | None = None
+    """Where images and masks uploaded or painted in the editor go (None: ./inputs); it must lie inside
+    the session's read roots so that workflows can read them."""
 
     def close(self, timeout: float = 60.0) -> None:
         """Stop the queue (a running job becomes interrupted) and close the store."""
@@ -54,13 +57,15 @@ class AppContext:
 
 
 def make_context(session: Session | None = None, workflows_dir: str | Path | None = None,
-                 initial: dict[str, Any] | None = None, data_dir: str | Path | None = None) -> AppContext:
+                 initial: dict[str, Any] | None = None, data_dir: str | Path | None = None,
+                 inputs_dir: str | Path | None = None) -> AppContext:
     """The server's state, its job queue started: jobs in `data_dir` (a new temporary folder when None,
     for tests and notebooks; the CLI passes the real one)."""
     session = session if session is not None else Session()
     folder = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="nodegraph-data-"))
     jobs = JobQueue(session, JobStore(folder), ImageRecorder()).start()
-    return AppContext(session, jobs, Path(workflows_dir or DEFAULT_WORKFLOWS_DIR), initial)
+    return AppContext(session, jobs, Path(workflows_dir or DEFAULT_WORKFLOWS_DIR), initial,
+                      Path(inputs_dir) if inputs_dir is not None else None)
 
 
 def page_head(prefix: str = "/ui-static") -> str:
@@ -105,10 +110,11 @@ def run_workflow_json(jobs: JobQueue, workflow_json: str, folder: Path) -> tuple
 
 def build_app(session: Session | None = None, workflows_dir: str | Path | None = None,
               initial: dict[str, Any] | None = None, data_dir: str | Path | None = None, *,
-              context: AppContext | None = None) -> gr.Blocks:
+              context: AppContext | None = None, inputs_dir: str | Path | None = None) -> gr.Blocks:
     """The Gradio Blocks: editor container + the `run_workflow` endpoint. Serve it with `create_server`;
-    `blocks.nodegraph_context.close()` stops its job queue."""
-    context = context if context is not None else make_context(session, workflows_dir, initial, data_dir)
+    `blocks.nodegraph_context.close()` stops its job queue. `inputs_dir`: see `AppContext.inputs_dir`."""
+    context = context if context is not None else make_context(session, workflows_dir, initial, data_dir,
+                                                               inputs_dir)
     with gr.Blocks(title="nodegraph", fill_width=True) as blocks:
         gr.HTML('<div id="ng-root" class="ng-root">loading the editor...</div>', js_on_load=None,
                 elem_id="ng-host", padding=False)
@@ -132,7 +138,7 @@ def api_app(context: AppContext) -> FastAPI:
                   description="Queue workflows (the same JSON as the workflow files), follow them, read their "
                               "outputs. See docs/api.md.")
     app.include_router(build_jobs_router(context.jobs))
-    app.include_router(build_router(context.session, context.workflows_dir, context.initial))
+    app.include_router(build_router(context.session, context.workflows_dir, context.initial, context.inputs_dir))
     app.state.nodegraph_context = context
     return app
 

@@ -178,7 +178,12 @@
         row.classList.add("ng-linked");
         row.append(el("span", { class: "ng-from", text: `\u2190 ${value.from}.${value.output}` }));
       } else if (spec.widget) {
-        row.append(NG.widgetFor(spec.schema || {}, value, (v) => graph.setValue(id, name, v), (msg) => this.showToast(msg, "error")));
+        const kind = NG.widgetKind(spec.schema);
+        if (kind === "image") row.append(NG.imageWidget(this, id, name, value));
+        else if (kind === "mask") {
+          row.classList.add("ng-row-mask");
+          row.append(NG.maskWidget(this, id, name, value, spec.schema["x-widget"].over));
+        } else row.append(NG.widgetFor(spec.schema || {}, value, (v) => graph.setValue(id, name, v), (msg) => this.showToast(msg, "error")));
       }
       return row;
     }
