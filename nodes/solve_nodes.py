@@ -1,4 +1,5 @@
-"""Sampling nodes: integrate a field from noise with any registered solver; the initial noise."""
+"""Sampling nodes: integrate a field from noise with any registered solver, or back from data to noise
+(inversion) with the same solvers and the same loop; the initial noise."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .fields import CountingField
 from .sigma import SigmaSchedule
 from .sockets import CONDITIONING, LATENT, SIGMA_SCHEDULE, SOLVER, TENSOR, TIME_GRID, VECTOR_FIELD
 from .solvers import Solver, dopri5, euler_maruyama
+from .time_grids import reversed_grid
 
 Tolerance = Annotated[float, Field(gt=0, le=1)]
 
@@ -24,9 +26,27 @@ class Solution(NamedTuple):
     nfe: int
 
 
+class Inversion(NamedTuple):
+    noise: LATENT
+    trajectory: TENSOR
+    nfe: int
+
+
 def _finish(x0: torch.Tensor, x: torch.Tensor, states: list[torch.Tensor] | None, nfe: int) -> Solution:
     trajectory = torch.stack([x0, *states]) if states is not None else torch.stack([x0, x])
     return Solution(x, trajectory, nfe)
+
+
+def integrate(ctx: Context, field: VECTOR_FIELD, start: torch.Tensor, times: torch.Tensor, method: Solver,
+              keep_trajectory: bool = False, cond: CONDITIONING = None) -> Solution:
+    """Run `method` over `times` (increasing: sampling, decreasing: inversion) from `start`, counting the
+    field's evaluations: the one loop behind core/ode_solve and core/invert."""
+    counted = CountingField(field)
+    states: list[torch.Tensor] | None = [] if keep_trajectory else None
+    x0 = start.to(ctx.device)
+    with torch.no_grad():
+        x = method(counted, x0, times, cond, ctx.progress, states)
+    return _finish(x0, x, states, counted.calls)
 
 
 def _ode_solve_v1_to_v2(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -49,12 +69,21 @@ def ode_solve(ctx: Context, field: VECTOR_FIELD, noise: Annotated[TENSOR, BatchA
     sample, the trajectory (grid times x batch ...; only start and end unless keep_trajectory) and the
     number of field evaluations. Fed a list of noises (a list of seeds), the elements are solved as one
     batch: one field evaluation per step for all of them (unless the field or solver couples samples)."""
-    counted = CountingField(field)
-    states: list[torch.Tensor] | None = [] if keep_trajectory else None
-    x0 = noise.to(ctx.device)
-    with torch.no_grad():
-        x = method(counted, x0, grid, cond, ctx.progress, states)
-    return _finish(x0, x, states, counted.calls)
+    return integrate(ctx, field, noise, grid, method, keep_trajectory, cond)
+
+
+@node("core/invert", category="solvers", display_name="ODE inversion (data to noise)")
+def invert(ctx: Context, field: VECTOR_FIELD, latents: LATENT, grid: TIME_GRID,
+           method: Annotated[SOLVER, Choice("solver")] = "euler", keep_trajectory: bool = False,
+           cond: CONDITIONING = None) -> Inversion:
+    """Integrate the probability-flow ODE backwards, from the data `latents` at the grid's last time to
+    noise at its first: the sampler's own solver on the reversed grid, every step width
+    h = t_{i+1} - t_i negative (for ddim the step is inverse DDIM). Link the same field (same prompt and
+    guidance), grid and method as the sampler that regenerates: solving forward from `noise` then
+    returns `latents` up to the solver's error there and back. Returns the noise, the trajectory (data
+    first; only both ends unless keep_trajectory) and the number of field evaluations."""
+    found = integrate(ctx, field, latents, reversed_grid(grid), method, keep_trajectory, cond)
+    return Inversion(*found)
 
 
 @node("core/dopri5_solver", category="solvers", display_name="Adaptive solver (dopri5)")

@@ -2,7 +2,10 @@
 
     solver(field, x, times, cond=None, callback=None, trajectory=None, **options) -> x at times[-1]
 
-`times` is an increasing 1-D grid; the field is called as field(x, t, cond) with t of shape (B,).
+`times` is a monotone 1-D grid: increasing integrates towards data (sampling), decreasing integrates
+backwards towards noise (inversion, `core/invert`); every step width h = t_{i+1} - t_i carries the
+direction, so the same formulas serve both (for DDIM, the step to a smaller time is inverse DDIM).
+The field is called as field(x, t, cond) with t of shape (B,).
 `callback(step, total)` runs once per step (the nodes pass ctx.progress: progress + cancellation);
 `trajectory`, when a list, receives the state at every grid time after the first.
 A `Solver` is such a function with a name and its options; adding a solver is writing one function
@@ -175,6 +178,7 @@ def dopri5(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition 
     progress in thousandths of the time span after every accepted step."""
     ts = times.detach().to("cpu", torch.float64)
     span = float(ts[-1] - ts[0])
+    direction = 1.0 if span >= 0 else -1.0  # a decreasing grid integrates backwards; h stays positive
     batch = x.shape[0]
 
     def f(state: torch.Tensor, t: float) -> torch.Tensor:
@@ -185,22 +189,23 @@ def dopri5(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition 
     scale = atol + rtol * x.abs()
     d0, d1 = _rms(x / scale), _rms(k1 / scale)
     h = 0.01 * d0 / d1 if d0 > 1e-5 and d1 > 1e-5 else 1e-6
-    h = min(h, span)
+    h = min(h, abs(span))
     steps = 0
     for end in ts[1:].tolist():
-        while t < end:
-            h = min(h, end - t)
+        while direction * (end - t) > 0:
+            h = min(h, direction * (end - t))
+            step = direction * h
             stages = [k1]
             for row, c in zip(_A[1:], _C[1:], strict=True):
                 increment = sum(a * k for a, k in zip(row, stages, strict=False) if a != 0.0)
-                stages.append(f(x + h * increment, t + c * h))
-            x_new = x + h * sum(a * k for a, k in zip(_A[6], stages, strict=False) if a != 0.0)
+                stages.append(f(x + step * increment, t + c * step))
+            x_new = x + step * sum(a * k for a, k in zip(_A[6], stages, strict=False) if a != 0.0)
             k7 = stages[-1]
             error = h * sum(e * k for e, k in zip(_E, stages, strict=True) if e != 0.0)
             tolerance = atol + rtol * torch.maximum(x.abs(), x_new.abs())
             err = _rms(error / tolerance)
             if err <= 1.0:
-                t, x, k1 = (end if end - (t + h) < 1e-12 * span else t + h), x_new, k7
+                t, x, k1 = (end if direction * (end - (t + step)) < 1e-12 * abs(span) else t + step), x_new, k7
                 steps += 1
                 if callback is not None:
                     callback(int(1000 * (t - float(ts[0])) / span), 1000)
@@ -215,7 +220,8 @@ def ddim(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Condition | 
          callback: Callback = None, trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Deterministic DDIM on the field's path: (x0, eps) = predictions at t_i, x_{i+1} = alpha_{i+1} x0 +
     beta_{i+1} eps. Exact for a Gaussian data point; equals Euler on CondOT with a velocity model.
-    The coefficients of every step's end are computed once, before the loop."""
+    The coefficients of every step's end are computed once, before the loop. On a decreasing grid the
+    same step is inverse DDIM (predictions at the cleaner t_i, moved to the noisier t_{i+1})."""
     path = field.require_path()
     ts, n = _steps(x, times)
     starts = ts[:-1, None].expand(n, x.shape[0]).unbind(0)  # per-step (B,) times, built once
@@ -240,6 +246,9 @@ def euler_maruyama(field: Field_, x: torch.Tensor, times: torch.Tensor, cond: Co
         return euler(field, x, times, cond, callback, trajectory)
     path = field.require_path()
     ts, n = _steps(x, times)
+    if bool((ts[1:] < ts[:-1]).any()):
+        raise ValueError("Euler-Maruyama integrates forward in time only (the noise term needs h > 0); "
+                         "invert with an ODE solver (sigma = 0)")
     batch = x.shape[0]
     for i in range(n):
         h = ts[i + 1] - ts[i]

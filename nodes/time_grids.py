@@ -92,6 +92,13 @@ def custom_grid_node(times: list[float] = [0.0, 0.25, 0.5, 0.75, 1.0]) -> TIME_G
     return custom_grid(times)
 
 
+def reversed_grid(grid: torch.Tensor) -> torch.Tensor:
+    """A sampling grid (strictly increasing, noise to data) run backwards, data to noise, for inversion."""
+    if grid.dim() != 1 or grid.numel() < 2 or bool((grid[1:] <= grid[:-1]).any()):
+        raise ValueError(f"inversion takes a sampling grid: >= 2 strictly increasing times, got {grid.tolist()}")
+    return grid.flip(0)
+
+
 def latent_tokens(latents: torch.Tensor | None) -> int | None:
     """Image tokens of a (B, C, H, W) latent in 2x2 patches, (H/2)(W/2): what Flux's shift depends on."""
     if latents is None:

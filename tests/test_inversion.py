@@ -1,0 +1,139 @@
+"""Inversion: the registered solvers integrate backwards (data at t = 1 to noise at t = 0); regenerating
+from the inverted noise reconstructs the data; real-image prompt-to-prompt starts from that noise."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from nodegraph import Context, Session, Workflow
+from nodes.fields import BoundField, VectorField
+from nodes.paths import CondOTPath, CosinePath
+from nodes.sigma import SigmaSchedule
+from nodes.solve_nodes import dopri5_solver, invert, ode_solve
+from nodes.solvers import BUILTIN_SOLVERS, euler_maruyama
+from nodes.time_grids import uniform_grid
+from nodes.toy import GaussianMixture, GMMField
+
+SOLVERS = {solver.name: solver for solver in BUILTIN_SOLVERS}
+ROOT = Path(__file__).resolve().parent.parent
+CTX = Context(node_id="invert", node_type="core/invert")
+
+
+class LinearField(VectorField):
+    """dx/dt = cos(t) x, solved by x(t) = x(0) exp(sin t)."""
+
+    def __call__(self, x, t, cond=None):
+        return torch.cos(t)[:, None] * x
+
+
+@pytest.mark.parametrize("method", ["euler", "heun", "midpoint", "rk4", "dopri5"])
+def test_every_solver_integrates_backwards_on_a_decreasing_grid(method):
+    start = torch.tensor([[1.0, -0.5]], dtype=torch.float64)
+    data = start * math.exp(math.sin(1.0))
+    errors = []
+    for steps in (8, 16):
+        back = SOLVERS[method](LinearField(), data, uniform_grid(steps).flip(0))
+        errors.append(float((back - start).abs().max()))
+    assert errors[1] < errors[0] < 0.1 or errors[1] < 1e-6  # converges (dopri5: at its tolerance already)
+    assert errors[1] < {"euler": 0.05, "heun": 1e-3, "midpoint": 1e-3, "rk4": 1e-6, "dopri5": 1e-3}[method]
+
+
+def test_invert_node_runs_the_sampling_grid_backwards_and_counts_evaluations():
+    data = torch.tensor([[2.0, 1.0]], dtype=torch.float64)
+    grid = uniform_grid(4)
+    out = invert(CTX, LinearField(), data, grid, SOLVERS["heun"], keep_trajectory=True)
+    assert out.nfe == 8 and out.trajectory.shape == (5, 1, 2)
+    assert torch.equal(out.trajectory[0], data) and torch.equal(out.trajectory[-1], out.noise)
+    for i, t in enumerate(grid.flip(0).tolist()):  # data first, then every grid time down to t = 0
+        torch.testing.assert_close(out.trajectory[i], data * math.exp(math.sin(t) - math.sin(1.0)),
+                                   rtol=1e-2, atol=1e-2)
+    again = ode_solve(CTX, LinearField(), out.noise, grid, SOLVERS["heun"])
+    torch.testing.assert_close(again.latent, data, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        invert(CTX, LinearField(), data, grid.flip(0), SOLVERS["euler"])
+
+
+def test_euler_maruyama_refuses_to_run_backwards():
+    field = GMMField(GaussianMixture(torch.zeros(1, 2), torch.ones(1)), CondOTPath())
+    with pytest.raises(ValueError, match="forward in time only"):
+        euler_maruyama(field, torch.zeros(3, 2), uniform_grid(4).flip(0), sigma=SigmaSchedule("beta"))
+
+
+@pytest.mark.parametrize("path", [CondOTPath(), CosinePath()], ids=["cond_ot", "cosine"])
+@pytest.mark.parametrize("method", ["euler", "heun", "rk4", "ddim"])
+def test_inverting_a_gaussian_with_its_exact_field_returns_the_analytic_noise(path, method):
+    """Data z ~ N(m, s^2 I): the probability-flow map is x_t = alpha_t m + sqrt(alpha_t^2 s^2 + beta_t^2)
+    (z - m) / s, so the noise of a data point z is exactly (z - m) / s; solvers reach it up to their error."""
+    mean, std = torch.tensor([[1.5, -0.5]], dtype=torch.float64), 0.5
+    field = GMMField(GaussianMixture(mean, torch.tensor([std], dtype=torch.float64)), path)
+    data = mean + std * torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    analytic = (data - mean) / std
+    errors = [float((invert(CTX, field, data, uniform_grid(n), SOLVERS[method]).noise - analytic).abs().max())
+              for n in (10, 20, 40)]
+    assert errors[2] < errors[1] < errors[0]
+    order = math.log2(errors[1] / errors[2])
+    assert order > {"euler": 0.8, "ddim": 0.8, "heun": 1.7, "rk4": 3.0}[method]
+    tight = invert(CTX, field, data, uniform_grid(4), dopri5_solver(rtol=1e-9, atol=1e-9)).noise
+    torch.testing.assert_close(tight, analytic, rtol=1e-6, atol=1e-6)
+
+
+# --- the bundled shapes model and the real-image workflow ---------------------------------------
+
+WORKFLOW = ROOT / "workflows" / "p2p_real_image.json"
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    return Session(device="cpu", output_dir=tmp_path_factory.mktemp("inversion_out"), read_roots=[ROOT])
+
+
+def real_image_workflow(steps: int = 3) -> Workflow:
+    image = ROOT / "workflows" / "inputs" / "red_circle.png"
+    return Workflow.load(WORKFLOW).set("image.path", str(image)).set("grid.steps", steps)
+
+
+@pytest.fixture(scope="module")
+def shapes(session):
+    """The shipped image's latents and the shapes model's field bound to the source prompt."""
+    parts = session.run(real_image_workflow(), outputs=["encode", "field", "prompt"])
+    return parts.value("encode"), BoundField(parts.value("field"), parts.value("prompt"))
+
+
+def _round_trip(field, latents, method: str, steps: int) -> float:
+    noise = invert(CTX, field, latents, uniform_grid(steps), SOLVERS[method]).noise
+    again = ode_solve(CTX, field, noise, uniform_grid(steps), SOLVERS[method]).latent
+    return float((again - latents).pow(2).mean())
+
+
+def test_reconstruction_error_falls_with_steps_and_heun_beats_euler(shapes):
+    latents, field = shapes
+    euler_errors = [_round_trip(field, latents, "euler", n) for n in (3, 6)]
+    heun_errors = [_round_trip(field, latents, "heun", n) for n in (3, 6)]
+    assert euler_errors[1] < euler_errors[0] and heun_errors[1] < heun_errors[0]
+    assert heun_errors[0] < euler_errors[0] and heun_errors[1] < euler_errors[1]
+    assert heun_errors[1] < 1e-2 * float(latents.var())
+
+
+def test_real_image_p2p_source_is_the_reconstruction_and_empty_windows_give_plain_regeneration(session, shapes):
+    """The source half of the edit is never edited: it equals plain regeneration from the inverted noise
+    (and so reconstructs the image); with empty windows the target half equals plain regeneration of the
+    target prompt from that noise."""
+    latents, _ = shapes
+    edited = session.run(real_image_workflow(), outputs=["solve", "invert", "cfg", "grid", "decode", "save"])
+    noise, cfg, grid = edited.value("invert.noise"), edited.value("cfg"), edited.value("grid")
+    regenerated = ode_solve(CTX, cfg, noise, grid, SOLVERS["heun"]).latent
+    source, target = edited.value("solve.latent")
+    torch.testing.assert_close(source[None], regenerated, rtol=1e-5, atol=1e-5)
+    assert float((source - latents).pow(2).mean()) < 0.05 * float(latents.var())
+    assert float((target - source).abs().mean()) > 0.05  # red -> blue changed the target
+    assert edited.value("decode").shape == (2, 3, 32, 32) and len(edited["save"]["paths"]) == 1
+
+    empty = real_image_workflow().set("edit.cross_replace_steps", 0.0).set("edit.self_replace_steps", 0.0)
+    plain = session.run(empty, outputs=["solve", "field", "text_encoder", "edit"])
+    assert "invert" not in plain.ran  # the same inversion, from the cache
+    target_prompt = empty.nodes["edit"].inputs["target_prompt"]
+    target_field = BoundField(plain.value("field"), plain.value("text_encoder").encode([target_prompt]))
+    target = ode_solve(CTX, target_field, noise, grid, SOLVERS["heun"]).latent
+    torch.testing.assert_close(plain.value("solve.latent"), torch.cat([regenerated, target]), rtol=1e-5, atol=1e-5)
