@@ -137,3 +137,32 @@ def test_real_image_p2p_source_is_the_reconstruction_and_empty_windows_give_plai
     target_field = BoundField(plain.value("field"), plain.value("text_encoder").encode([target_prompt]))
     target = ode_solve(CTX, target_field, noise, grid, SOLVERS["heun"]).latent
     torch.testing.assert_close(plain.value("solve.latent"), torch.cat([regenerated, target]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd3"])
+def test_inversion_on_tiny_sd_family_models_reconstructs_with_their_own_grid(family, request):
+    """core/invert on a diffusers model (SD1.5: DDPM path, epsilon; SD3: rectified flow) with its own
+    scheduler's grid: inverse DDIM / Euler back, then forward, comes back closer to the latents with more
+    steps (random weights: the numbers measure the solver, not a trained model)."""
+    from nodes.families.family import BUILTIN_FAMILIES, load_pipeline
+    from nodes.fields import ModelField
+    from nodes.schedules import model_grid
+
+    folder = request.getfixturevalue(f"{family}_folder")
+    parts = load_pipeline(str(folder), {f.name: f for f in BUILTIN_FAMILIES}, torch.float32, "cpu")
+    field = BoundField(ModelField(parts.backbone, parts.path, parts.backbone.prediction),
+                       parts.text_encoder.encode(["a photo of the red cat"]))
+    channels = 4 if family == "sd15" else parts.backbone.model.config.in_channels
+    latents = torch.randn(1, channels, 8, 8, generator=torch.Generator().manual_seed(3))
+    method = SOLVERS["ddim" if family == "sd15" else "euler"]
+    errors = []
+    for steps in (10, 40):
+        grid = model_grid(parts.path, steps).to(torch.float32)
+        grid = torch.cat([grid[:-1], torch.ones(1)]) if family == "sd15" else grid  # end on clean data
+        found = invert(CTX, field, latents, grid, method)
+        assert found.nfe == steps and float((found.noise - latents).abs().mean()) > 0.1  # moved away from the data
+        again = ode_solve(CTX, field, found.noise, grid, method).latent
+        errors.append(float((again - latents).pow(2).mean()))
+    assert errors[1] < errors[0]
+    if family == "sd3":  # a random-weight epsilon U-Net is far from smooth: inverse DDIM only improves there
+        assert errors[0] < 0.5 * float(latents.var())
