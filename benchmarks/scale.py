@@ -2,6 +2,9 @@
 same sweep as a list inside the graph (what `nodegraph run --sweep seed.seed=...` builds), its 16 noises
 solved as one batch: one CFG forward pass of batch 2 x 64 per step instead of 16 of batch 2 x 4.
 (b') is the same seeds as a `core/seeds` list, whose images `core/image_grid` takes as one grid.
+(c) the 16 runs of (a) spread over Ray workers (`nodegraph.ray_executor`, 2 by default), each worker a
+warm Session of its own; its images are checked bit-equal to (a)'s. (c) is timed by wall clock only (its
+work happens in the worker processes).
 
 Both warm (models and prompt encodings cached before timing); each repetition uses new seeds so the
 noise, solver, decode, grid and save really run; repetitions alternate (a) and (b). Reports images per
@@ -29,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=30, help="solver steps (default: the workflow's 30)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repetitions (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--ray-workers", type=int, default=2, help="Ray workers of row (c); 0: no row (c)")
     return parser.parse_args(argv)
 
 
@@ -71,10 +75,12 @@ def main() -> None:
             rows["b'"].append((cpu_c, wall_c))
             worst = max(worst, *(float((x - y).abs().max()) for x, y in zip(together.value("images"), alone,
                                                                              strict=True)))
+        ray_walls, ray_equal = _ray_row(args, base, session, out) if args.ray_workers > 0 else ([], True)
     images = args.seeds * images_per_seed
     names = {"a": "(a) sequential: one run per seed", "b": "(b) one run, the sweep batched through the solver",
              "b'": "(b') one run, a core/seeds list into one grid"}
     cpu_a = statistics.median(c for c, _ in rows["a"])
+    wall_a = statistics.median(w for _, w in rows["a"])
     print(f"{args.seeds} seeds x {images_per_seed} images, {args.steps} Euler steps, CFG w = 4, "
           f"{args.threads} torch thread(s), median of {args.repeats}")
     print(f"{'row':<52} {'CPU s':>7} {'wall s':>7} {'img/CPU s':>10} {'img/wall s':>10} {'vs (a)':>7}")
@@ -82,7 +88,36 @@ def main() -> None:
         cpu = statistics.median(c for c, _ in rows[key])
         wall = statistics.median(w for _, w in rows[key])
         print(f"{name:<52} {cpu:>7.2f} {wall:>7.2f} {images / cpu:>10.2f} {images / wall:>10.2f} {cpu_a / cpu:>6.2f}x")
+    if ray_walls:
+        wall = statistics.median(ray_walls)
+        name = f"(c) the runs of (a) on {args.ray_workers} Ray workers"
+        print(f"{name:<52} {'-':>7} {wall:>7.2f} {'-':>10} {images / wall:>10.2f} {wall_a / wall:>6.2f}x (wall)")
+        print(f"(c) images bit-equal to in-process runs: {ray_equal}")
     print(f"largest difference between (b) and (a) images: {worst:.2e}")
+
+
+def _ray_row(args: argparse.Namespace, base: Workflow, session: Session, out: str) -> tuple[list[float], bool]:
+    """Wall seconds of each repetition of the sweep as separate runs on Ray workers (warmed first), and
+    whether the images of the last repetition equal an in-process Session's bit for bit."""
+    from nodegraph.ray_executor import RayExecutor, WorkerSpec
+
+    executor = RayExecutor(WorkerSpec(device="cpu", output_dir=out, threads=args.threads), workers=args.ray_workers,
+                           local_session=session)
+    try:
+        executor.map([base] * args.ray_workers)  # one warm-up run per worker: models loaded, prompts encoded
+        walls, equal = [], True
+        for repeat in range(args.repeats):
+            seeds = list(range(1000 * (repeat + 1), 1000 * (repeat + 1) + args.seeds))
+            variants = [base.copy_deep().set("seed.seed", s) for s in seeds]
+            start = time.perf_counter()
+            results = executor.map(variants, outputs=["images", "save"])
+            walls.append(time.perf_counter() - start)
+        for variant, (result, _) in list(zip(variants, results, strict=True))[:2]:
+            here = session.run(variant, outputs=["images"]).value("images")
+            equal = equal and bool((here == result.value("images")).all())
+        return walls, equal
+    finally:
+        executor.close()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from .confine import PathPolicy
 from .disk_cache import default_disk_cache_dir
 from .events import Event
 from .jobs.store import StoreError
-from .lists import sweep
+from .lists import sweep, variants
 from .plugins import PluginReport, load_registry
 from .registry import Registry
 from .remote_cli import REMOTE_COMMANDS, RemoteUsageError, add_remote_commands
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=_positive, metavar="N",
                      help="CPU threads for torch (1 avoids oversubscription when other jobs share the cores)")
     _disk_cache_options(run)
+    _executor_options(run)
 
     check = sub.add_parser("validate", parents=[plugin_opts, path_opts],
                            help="check a workflow, list every problem")
@@ -154,6 +155,16 @@ def _disk_cache_options(parser: argparse.ArgumentParser) -> None:
                       help="size limit in MiB; least recently used entries go first (default: 2048)")
 
 
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    """--executor local|ray, --address, --workers: where runs (and sweep elements, jobs) execute."""
+    group = parser.add_argument_group("executor (see docs/engine.md, Many workers with Ray)")
+    group.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="local: this process; ray: Ray actors, each holding a Session (pip install "
+                            "\"nodegraph[ray]\")")
+    group.add_argument("--address", metavar="ADDR", help="a running Ray cluster (default: start a local one)")
+    group.add_argument("--workers", type=_positive, default=2, help="Ray workers (actors) to start (default: 2)")
+
+
 def _disk_cache_dir(args: argparse.Namespace) -> Path | None:
     """The disk cache folder the options choose (None: switched off)."""
     return None if args.no_disk_cache else Path(args.disk_cache) if args.disk_cache else default_disk_cache_dir()
@@ -180,6 +191,7 @@ def _server_options() -> argparse.ArgumentParser:
     paths.add_argument("--data-dir", metavar="DIR",
                        help="the jobs database and job images (default: $NODEGRAPH_DATA_DIR, else ./.nodegraph)")
     _disk_cache_options(parent)
+    _executor_options(parent)
     return parent
 
 
@@ -295,6 +307,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         listener = TextProgress(sys.stderr)
     else:
         listener = None
+    if args.executor == "ray":
+        return _run_on_ray(args, session, workflow, outputs, listener)
     if args.sweep:
         swept, labels = _sweep(workflow, args.sweep, session)
         plan = session.compile(swept)
@@ -319,9 +333,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_on_ray(args: argparse.Namespace, session: Session, workflow: Workflow, outputs: list[str] | None,
+                listener: Callable[[Event], None] | None) -> int:
+    """`run --executor ray`: the workflow (or each element of --sweep, as its own run) on Ray workers."""
+    from .ray_executor import RayExecutor, RayUnavailable
+
+    try:
+        executor = RayExecutor(_worker_spec(args, session), workers=args.workers, address=args.address,
+                               local_session=session)
+    except RayUnavailable as err:
+        raise UsageError(str(err)) from None
+    try:
+        items = variants(workflow, _sweep_axes(workflow, args.sweep, session)) if args.sweep \
+            else [("run", workflow)]
+        print(f"running {args.workflow} on Ray: {len(executor.workers)} workers, {len(items)} run(s)",
+              file=sys.stderr)
+        for repeat in range(max(1, args.repeat)):
+            results = executor.map([w for _, w in items], outputs,
+                                   on_event=(lambda _i, e: listener(e)) if listener is not None else None)
+            for (label, _), (result, worker) in zip(items, results, strict=True):
+                print(f"{label} (repeat {repeat + 1}) on {worker}: {len(result.ran)} ran, {len(result.cached)} "
+                      f"cached, {result.seconds:.2f}s", file=sys.stderr)
+    finally:
+        executor.close()
+    if args.events != "json":
+        for node_id, values in results[-1][0].outputs.items():
+            for name, value in values.items():
+                print(f"{node_id}.{name} = {_describe(value)}")
+    return EXIT_OK
+
+
+def _worker_spec(args: argparse.Namespace, session: Session) -> Any:
+    """What each Ray worker needs to build a Session like this one."""
+    from .ray_executor import WorkerSpec
+
+    return WorkerSpec.like(session, args.plugins_dir, args.disable_plugin, _only_plugins(args), args.threads,
+                           cache_bytes=args.cache_mb << 20)
+
+
 def _sweep(workflow: Workflow, sweeps: Sequence[str], session: Session) -> tuple[Workflow, list[str]]:
-    """The workflow with each swept input fed by a sweep (`nodegraph.lists.sweep`), and a label per element.
-    Each value is first validated where it will go, so a bad one stops everything before anything runs."""
+    """The workflow with each swept input fed by a sweep (`nodegraph.lists.sweep`), and a label per element."""
+    try:
+        return sweep(workflow, _sweep_axes(workflow, sweeps, session))
+    except KeyError as err:
+        raise UsageError(f"--sweep {err.args[0]}") from None
+
+
+def _sweep_axes(workflow: Workflow, sweeps: Sequence[str], session: Session) -> list[tuple[str, list[Any]]]:
+    """(address, values) of each --sweep. Each value is first validated where it will go, so a bad one
+    stops everything before anything runs."""
     registry = session.registry
     axes = []
     for item in sweeps:
@@ -348,10 +408,7 @@ def _sweep(workflow: Workflow, sweeps: Sequence[str], session: Session) -> tuple
             if problems:
                 raise WorkflowInvalid(problems)
         axes.append((address, values))
-    try:
-        return sweep(workflow, axes)
-    except KeyError as err:
-        raise UsageError(f"--sweep {err.args[0]}") from None
+    return axes
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -436,7 +493,8 @@ def _start_server(args: argparse.Namespace, workflow: str | None, editor: bool) 
                    allowed_hosts=args.allowed_hosts, allowed_origins=args.allowed_origins,
                    read_roots=args.read_root, disabled_plugins=args.disable_plugin,
                    only_plugins=_only_plugins(args), data_dir=args.data_dir, output_dir=args.out, editor=editor,
-                   disk_cache=_disk_cache_dir(args), disk_cache_bytes=args.disk_cache_mb << 20)
+                   disk_cache=_disk_cache_dir(args), disk_cache_bytes=args.disk_cache_mb << 20,
+                   executor=args.executor, address=args.address, workers=args.workers)
     return EXIT_OK
 
 

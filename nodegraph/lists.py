@@ -316,3 +316,16 @@ def sweep(workflow: Any, axes: Sequence[tuple[str, Sequence[Any]]]) -> tuple[Any
     labels = [" ".join(f"{address}={value}" for address, value in zip(addresses, combo, strict=True))
               for combo in combos]
     return swept, labels
+
+
+def variants(workflow: Any, axes: Sequence[tuple[str, Sequence[Any]]]) -> list[tuple[str, Any]]:
+    """One workflow per combination of `axes` values (the first axis outermost), with its label: the
+    sweep as separate runs, for executors that spread them over workers (`nodegraph.ray_executor`)."""
+    addresses = [address for address, _ in axes]
+    found = []
+    for combo in itertools.product(*(list(values) for _, values in axes)):
+        variant = workflow.copy_deep()
+        for address, value in zip(addresses, combo, strict=True):
+            variant.set(address, value)
+        found.append((" ".join(f"{a}={v}" for a, v in zip(addresses, combo, strict=True)), variant))
+    return found

@@ -53,7 +53,8 @@ def test_every_ui_option_is_passed_to_the_app(monkeypatch):
                       "allowed_hosts": ["a.example", "b.example"], "allowed_origins": ["https://c.example"],
                       "read_roots": ["/data/one", "/data/two"], "disabled_plugins": ["noisy"],
                       "only_plugins": ["mine", "other"], "data_dir": "state", "output_dir": "made",
-                      "editor": True, "disk_cache": Path("kept"), "disk_cache_bytes": 64 << 20}
+                      "editor": True, "disk_cache": Path("kept"), "disk_cache_bytes": 64 << 20,
+                      "executor": "local", "address": None, "workers": 2}
     monkeypatch.undo()
     assert cli.find_app("ui") is ui.app.main
     inspect.signature(ui.app.main).bind(*args, **kwargs)  # the real app accepts every option passed

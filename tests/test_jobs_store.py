@@ -37,7 +37,7 @@ def tables(path: Path) -> set[str]:
 def test_a_new_store_is_wal_at_the_latest_schema(tmp_path):
     store = JobStore(tmp_path / "data")
     try:
-        assert store.migrated_from == 0 and SCHEMA_VERSION == len(MIGRATIONS) == 2
+        assert store.migrated_from == 0 and SCHEMA_VERSION == len(MIGRATIONS) == 3
         assert store.journal_mode() == "wal"
         assert {"schema_version", "jobs", "events", "files"} <= tables(store.path)
         job = store.add(WORKFLOW, {"a.b": 1}, "hash", name="w", priority=3)
@@ -79,10 +79,13 @@ def test_a_version_1_database_migrates_forward_keeping_its_jobs(tmp_path):
         assert store.migrated_from == 1
         old = store.get(1)
         assert (old.name, old.status, old.priority, old.result, old.files) == ("old", "done", 0, {"ran": ["x"]}, [])
+        assert old.worker == ""  # version 3's column, empty for jobs run before it
         assert store.events(1) == [(0, {"kind": "run_start"})]
         urgent = store.add(WORKFLOW, {}, "h", priority=5)
         assert store.claim_next().id == urgent.id  # the new column orders the queue
         assert store.claim_next().name == "next"
+        store.finish(urgent.id, "done", worker="worker-1")
+        assert store.get(urgent.id).worker == "worker-1"
     finally:
         store.close()
 

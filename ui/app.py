@@ -51,19 +51,22 @@ class AppContext:
     the session's read roots so that workflows can read them."""
 
     def close(self, timeout: float = 60.0) -> None:
-        """Stop the queue (a running job becomes interrupted) and close the store."""
+        """Stop the queue (a running job becomes interrupted), close the store and the Ray workers."""
         self.jobs.stop(timeout)
         self.jobs.store.close()
+        if self.jobs.executor is not None:
+            self.jobs.executor.close()
 
 
 def make_context(session: Session | None = None, workflows_dir: str | Path | None = None,
                  initial: dict[str, Any] | None = None, data_dir: str | Path | None = None,
-                 inputs_dir: str | Path | None = None) -> AppContext:
+                 inputs_dir: str | Path | None = None, *, executor: Any = None, workers: int = 1) -> AppContext:
     """The server's state, its job queue started: jobs in `data_dir` (a new temporary folder when None,
-    for tests and notebooks; the CLI passes the real one)."""
+    for tests and notebooks; the CLI passes the real one). `executor` (a `RayExecutor`) runs jobs on its
+    workers, `workers` at a time."""
     session = session if session is not None else Session()
     folder = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="nodegraph-data-"))
-    jobs = JobQueue(session, JobStore(folder), ImageRecorder()).start()
+    jobs = JobQueue(session, JobStore(folder), ImageRecorder(), executor=executor, workers=workers).start()
     return AppContext(session, jobs, Path(workflows_dir or DEFAULT_WORKFLOWS_DIR), initial,
                       Path(inputs_dir) if inputs_dir is not None else None)
 
@@ -211,7 +214,8 @@ def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
          read_roots: list[str] | None = None, disabled_plugins: list[str] | None = None,
          only_plugins: list[str] | None = None, data_dir: str | None = None, output_dir: str = "outputs",
          editor: bool = True, disk_cache: str | os.PathLike | None = None,
-         disk_cache_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
+         disk_cache_bytes: int = DEFAULT_LIMIT_BYTES, executor: str = "local", address: str | None = None,
+         workers: int = 2) -> None:
     """Start the server and block until interrupted: `nodegraph ui` (editor=True, `python -m ui`) or
     `nodegraph serve` (editor=False: the API only).
 
@@ -243,7 +247,18 @@ def main(workflow_path: str | None, host: str = "127.0.0.1", port: int = 7860,
                   "NODEGRAPH_ALLOWED_HOSTS) for the name other machines use", file=sys.stderr)
     session = Session(registry, output_dir=output_dir, read_roots=[Path.cwd(), *(read_roots or [])],
                       disk_cache=disk_cache, disk_cache_bytes=disk_cache_bytes)
-    context = make_context(session, initial=initial, data_dir=data_folder(data_dir))
+    runner = None
+    if executor == "ray":
+        from nodegraph.ray_executor import RayExecutor, RayUnavailable, WorkerSpec
+
+        try:
+            runner = RayExecutor(WorkerSpec.like(session, plugin_dirs or [], disabled_plugins or (), only_plugins),
+                                 workers=workers, address=address, local_session=session)
+        except RayUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+    context = make_context(session, initial=initial, data_dir=data_folder(data_dir), executor=runner,
+                           workers=workers if runner is not None else 1)
     if context.jobs.interrupted:
         print(f"jobs interrupted when the server last stopped: {', '.join(map(str, context.jobs.interrupted))} "
               "(nodegraph requeue ID to run one again)", file=sys.stderr)

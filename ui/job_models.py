@@ -68,12 +68,13 @@ class JobSummary(BaseModel):
     seconds: float | None = Field(None, description="finished_at - started_at")
     error: str = ""
     error_node: str | None = None
+    worker: str = Field("", description='who ran it: "local" or a Ray worker\'s name (empty until it ran)')
 
     @classmethod
     def of(cls, job: Job) -> JobSummary:
         return cls(id=job.id, name=job.name, status=job.status, priority=job.priority, queued_at=job.queued_at,
                    started_at=job.started_at, finished_at=job.finished_at, seconds=job.seconds, error=job.error,
-                   error_node=job.error_node)
+                   error_node=job.error_node, worker=job.worker)
 
 
 class FileModel(BaseModel):

@@ -92,19 +92,26 @@ def apply_overrides(workflow: Workflow, overrides: dict[str, Any]) -> tuple[Work
 
 
 class JobQueue:
-    def __init__(self, session: Session, store: JobStore, recorder: OutputRecorder | None = None) -> None:
+    """Jobs from the store, run by `workers` threads: on the server's Session, or through an `executor`
+    (`nodegraph.ray_executor.RayExecutor`: each thread hands its job to a Ray worker, so as many jobs run
+    at once as there are threads). Every job records who ran it (`Job.worker`)."""
+
+    def __init__(self, session: Session, store: JobStore, recorder: OutputRecorder | None = None, *,
+                 executor: Any = None, workers: int = 1) -> None:
         self.session, self.store = session, store
+        self.executor = executor
+        self.workers = max(1, workers)
         self.recorder = recorder if recorder is not None else OutputRecorder()
         self.previews_dir = store.data_dir / "previews"
         self.changes = Changes()
         self.interrupted: list[int] = []
         """Jobs that `start` found marked running (their process died) and marked interrupted."""
         self._lock = threading.Lock()  # claiming a job vs cancelling it
-        self._running: tuple[int, CancelToken] | None = None
-        self._preview: tuple[int, bytes] | None = None
+        self._running: dict[int, CancelToken] = {}
+        self._previews: dict[int, bytes] = {}
         self._work = threading.Event()
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock_file: IO[bytes] | None = None
 
     # lifecycle ----------------------------------------------------------------------------------
@@ -112,8 +119,10 @@ class JobQueue:
         """Lock the data folder, mark jobs of a dead process interrupted, start the worker."""
         self._lock_data_folder()
         self.interrupted = self.store.interrupt_running()
-        self._thread = threading.Thread(target=self._work_loop, daemon=True, name="nodegraph-jobs")
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work_loop, daemon=True, name=f"nodegraph-jobs-{i}")
+                         for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self, timeout: float = 60.0) -> bool:
@@ -121,13 +130,13 @@ class JobQueue:
         True when the worker ended within `timeout`."""
         self._stopping = True
         with self._lock:
-            if self._running is not None:
-                self._running[1].cancel()
+            for token in self._running.values():
+                token.cancel()
         self._work.set()
-        ended = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            ended = not self._thread.is_alive()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        ended = not any(thread.is_alive() for thread in self._threads)
         if ended and self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -179,8 +188,7 @@ class JobQueue:
 
     def preview(self, job_id: int) -> bytes | None:
         """The latest progress preview (PNG) of the running job."""
-        current = self._preview
-        return current[1] if current is not None and current[0] == job_id else None
+        return self._previews.get(job_id)
 
     def cancel(self, job_id: int) -> bool:
         """Cancel a queued job (it never starts) or the running one (it stops at its next node boundary
@@ -188,8 +196,8 @@ class JobQueue:
         with self._lock:
             if self.store.cancel_queued(job_id):
                 found = True
-            elif self._running is not None and self._running[0] == job_id:
-                self._running[1].cancel()
+            elif job_id in self._running:
+                self._running[job_id].cancel()
                 found = True
             else:
                 found = False
@@ -253,10 +261,11 @@ class JobQueue:
             with self._lock:
                 job = None if self._stopping else self.store.claim_next()
                 if job is not None:
-                    self._running = (job.id, token)
+                    self._running[job.id] = token
             if job is None:
                 self._work.wait()
                 continue
+            self._work.set()  # another thread may take the next queued job meanwhile
             self.changes.bump()
             try:
                 self._execute(job, token)
@@ -265,7 +274,8 @@ class JobQueue:
                 traceback.print_exc()
             finally:
                 with self._lock:
-                    self._running, self._preview = None, None
+                    self._running.pop(job.id, None)
+                    self._previews.pop(job.id, None)
                 self.changes.bump()
 
     def _record_event(self, job_id: int, event: Event) -> None:
@@ -274,19 +284,23 @@ class JobQueue:
         if event.kind == "progress" and event.info.get("preview") is not None:
             png = self.recorder.preview(event.info["preview"])
             if png is not None:
-                self._preview = (job_id, png)
+                self._previews[job_id] = png
                 data["preview"] = True
         if self.store.append_event(job_id, data) is not None:
             self.changes.bump()
 
     def _execute(self, job: Job, token: CancelToken) -> None:
         status: JobStatus = "done"
-        error, error_node, result, files = "", None, {}, []
+        error, error_node, result, files, worker = "", None, {}, [], ""
         try:
             workflow = Workflow.from_dict(job.workflow)
             plan = self.session.compile(workflow)
-            run = self.session.run(plan, outputs=self.recorder.targets(plan), cancel_token=token,
-                                   on_event=lambda event: self._record_event(job.id, event))
+            targets = self.recorder.targets(plan)
+            listener = lambda event: self._record_event(job.id, event)  # noqa: E731
+            if self.executor is not None:
+                run, worker = self.executor.run(plan, outputs=targets, on_event=listener, cancel_token=token)
+            else:
+                run, worker = self.session.run(plan, outputs=targets, cancel_token=token, on_event=listener), "local"
             outputs, files = self.recorder.record(self.session, plan, run.outputs, self.previews_dir / str(job.id))
             result = {"outputs": outputs, "ran": run.ran, "cached": run.cached, "seconds": run.seconds}
         except RunCancelled as err:
@@ -297,4 +311,5 @@ class JobQueue:
             status, error = "failed", str(err)
         except Exception as err:  # noqa: BLE001 - whatever happens, the job ends with the reason recorded
             status, error = "failed", f"{type(err).__name__}: {err}"
-        self.store.finish(job.id, status, error=error, error_node=error_node, result=result, files=files)
+        self.store.finish(job.id, status, error=error, error_node=error_node, result=result, files=files,
+                          worker=worker)

@@ -60,11 +60,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX jobs_status",
         "CREATE INDEX jobs_queue ON jobs(status, priority DESC, id)",
     ),
+    (  # 3: which worker ran a job ("local", or a Ray worker's name)
+        "ALTER TABLE jobs ADD COLUMN worker TEXT NOT NULL DEFAULT ''",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _JOB_COLUMNS = ("id, status, name, priority, workflow, overrides, key_hash, queued_at, started_at, finished_at, "
-                "error, error_node, result")
+                "error, error_node, result, worker")
 
 
 class StoreError(RuntimeError):
@@ -99,6 +102,8 @@ class Job:
     error_node: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
     files: list[OutputFile] = field(default_factory=list)
+    worker: str = ""
+    """Who ran it: "local" (the server's own Session) or a Ray worker's name; empty until it ran."""
 
     @property
     def seconds(self) -> float | None:
@@ -110,9 +115,9 @@ class Job:
 
 def _job(row: tuple) -> Job:
     (job_id, status, name, priority, workflow, overrides, key_hash, queued_at, started_at, finished_at,
-     error, error_node, result) = row
+     error, error_node, result, worker) = row
     return Job(job_id, status, name, priority, json.loads(workflow), json.loads(overrides), key_hash, queued_at,
-               started_at, finished_at, error, error_node, json.loads(result))
+               started_at, finished_at, error, error_node, json.loads(result), worker=worker)
 
 
 def _append(conn: sqlite3.Connection, job_id: int, data: dict[str, Any]) -> int | None:
@@ -268,11 +273,12 @@ class JobStore:
         return None if row is None else _job(row)
 
     def finish(self, job_id: int, status: JobStatus, *, error: str = "", error_node: str | None = None,
-               result: dict[str, Any] | None = None, files: Iterable[OutputFile] = ()) -> None:
+               result: dict[str, Any] | None = None, files: Iterable[OutputFile] = (), worker: str = "") -> None:
         """Record the end of a running job, and its last event `{"kind": "finished", "status": ...}`."""
         with self._transaction() as conn:
-            conn.execute("UPDATE jobs SET status = ?, finished_at = ?, error = ?, error_node = ?, result = ? "
-                         "WHERE id = ?", (status, time.time(), error, error_node, json.dumps(result or {}), job_id))
+            conn.execute("UPDATE jobs SET status = ?, finished_at = ?, error = ?, error_node = ?, result = ?, "
+                         "worker = ? WHERE id = ?",
+                         (status, time.time(), error, error_node, json.dumps(result or {}), worker, job_id))
             conn.executemany("INSERT INTO files (job_id, node, idx, kind, path, media_type) VALUES (?, ?, ?, ?, ?, ?)",
                              [(job_id, f.node, f.index, f.kind, f.path, f.media_type) for f in files])
             _append(conn, job_id, {"kind": "finished", "status": status})
@@ -308,7 +314,8 @@ class JobStore:
             conn.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
             conn.execute("DELETE FROM files WHERE job_id = ?", (job_id,))
             conn.execute("UPDATE jobs SET status = 'queued', queued_at = ?, started_at = NULL, finished_at = NULL, "
-                         "error = '', error_node = NULL, result = '{}' WHERE id = ?", (time.time(), job_id))
+                         "error = '', error_node = NULL, result = '{}', worker = '' WHERE id = ?",
+                         (time.time(), job_id))
         return forgotten
 
     def delete(self, job_id: int) -> Job | None:
