@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nodegraph import Session
+from nodegraph import Session, Workflow
 from nodegraph.plugins import load_registry
 from nodes.api import Solver
 from nodes.solvers import midpoint
@@ -184,6 +184,41 @@ def test_search_ranks_exact_and_prefix_matches_of_names_first(page):
     assert first("probability path") == ["core/path"]
     assert first("ode solver") == ["core/ode_solve"]
     page.keyboard.press("Escape")
+
+
+def test_bypass_and_mute_from_the_keyboard_are_saved_shown_and_run_headless(page, tmp_path):
+    canvas = page.locator(".ng-canvas").bounding_box()
+    a = add_node(page, "integer", canvas["x"] + 40, canvas["y"] + 40)
+    page.click(f'.ng-node[data-id="{a}"] .ng-title')
+    page.keyboard.press("Control+b")
+    assert workflow(page)["nodes"][a]["mode"] == "bypass"
+    box = page.locator(f'.ng-node[data-id="{a}"]')
+    assert "ng-mode-bypass" in box.get_attribute("class") and box.locator(".ng-mode").inner_text() == "bypassed"
+    page.keyboard.press("Control+m")
+    assert workflow(page)["nodes"][a]["mode"] == "mute" and box.locator(".ng-mode").inner_text() == "muted"
+    page.screenshot(path=str(tmp_path / "muted.png"))
+    saved = workflow(page)
+    page.keyboard.press("Control+m")
+    assert "mode" not in workflow(page)["nodes"][a]  # toggled back: active
+    page.keyboard.press("Control+z")
+    assert workflow(page)["nodes"][a]["mode"] == "mute"  # one undo step each
+    # the saved file runs headless with the node skipped
+    events = []
+    Session(device="cpu").run(Workflow.from_dict(saved), on_event=events.append)
+    assert [(e.kind, e.node, e.message) for e in events if e.kind == "node_skipped"] == [("node_skipped", a, "muted")]
+
+
+def test_the_editor_keeps_subgraphs_and_modes_it_loads(page):
+    data = {"format": "nodegraph/workflow", "version": 1, "name": "sub", "nodes": {
+                "s": {"type": "subgraph/twice", "inputs": {"x": 2}},
+                "m": {"type": "core/float", "inputs": {"value": 1.0}, "mode": "mute"}},
+            "subgraphs": {"twice": {"nodes": {"f": {"type": "core/float", "inputs": {"value": 1.0}}},
+                                    "inputs": {"x": {"node": "f", "input": "value"}},
+                                    "outputs": {"y": {"node": "f", "output": "float"}}}}}
+    page.evaluate("data => NG.app.graph.load(data)", data)
+    saved = workflow(page)
+    assert saved["subgraphs"] == data["subgraphs"] and saved["nodes"]["m"]["mode"] == "mute"
+    assert saved["nodes"]["s"] == {"type": "subgraph/twice", "inputs": {"x": 2}}
 
 
 def test_undo_redo_delete_and_multiselect_move(page):

@@ -1,7 +1,8 @@
 // The canvas: nodes as HTML boxes on a pannable, zoomable world, links as SVG curves.
 // Interactions: drag headers to move (the whole selection), drag from an output socket to an input
 // to connect, shift-drag the background to box-select, drag the background to pan, wheel to zoom,
-// double-click or '/' for the node palette, Delete to remove, Ctrl+Z / Ctrl+Shift+Z to undo / redo.
+// double-click or '/' for the node palette, Delete to remove, Ctrl+Z / Ctrl+Shift+Z to undo / redo,
+// Ctrl+B / Ctrl+M to bypass / mute the selection.
 (function () {
   "use strict";
 
@@ -137,9 +138,13 @@
       box.style.top = `${y}px`;
       if (this.selected.has(id)) box.classList.add("ng-selected");
       if (!schema) box.classList.add("ng-unknown");
+      if (node.mode === "bypass" || node.mode === "mute") box.classList.add(`ng-mode-${node.mode}`);
       const title = schema ? schema.display_name : node.type;
       const header = el("div", { class: "ng-header", title: schema ? `${schema.id}\n\n${schema.description}` : `unknown node type ${node.type}` },
         el("span", { class: "ng-title", text: title }), el("span", { class: "ng-id", text: id }),
+        el("span", { class: "ng-mode", text: node.mode === "bypass" ? "bypassed" : node.mode === "mute" ? "muted" : "",
+          title: node.mode === "bypass" ? "does not run: its outputs pass an input through (Ctrl+B)"
+            : node.mode === "mute" ? "does not run, nor what needs it (Ctrl+M)" : "" }),
         el("span", { class: "ng-badge" }));
       if (schema) header.style.borderTopColor = schema.output_node ? "#f5f5f5" : "transparent";
       box.append(header, this.renderListMode(id), el("div", { class: "ng-problems" }));
@@ -343,6 +348,8 @@
       if (ctrl && e.key.toLowerCase() === "z" && !e.shiftKey) { e.preventDefault(); this.graph.undo(); }
       else if (ctrl && (e.key.toLowerCase() === "y" || (e.key.toLowerCase() === "z" && e.shiftKey))) { e.preventDefault(); this.graph.redo(); }
       else if (ctrl && e.key.toLowerCase() === "a") { e.preventDefault(); this.select(Object.keys(this.graph.nodes)); }
+      else if (ctrl && e.key.toLowerCase() === "b") { e.preventDefault(); this.graph.toggleMode([...this.selected], "bypass"); }
+      else if (ctrl && e.key.toLowerCase() === "m") { e.preventDefault(); this.graph.toggleMode([...this.selected], "mute"); }
       else if (e.key === "Delete" || e.key === "Backspace") { e.preventDefault(); this.deleteSelection(); }
       else if (e.key === "/" || (e.key === "A" && e.shiftKey)) {
         e.preventDefault();

@@ -269,6 +269,20 @@
       this.changed("value");
     }
 
+    // Bypass / mute (saved as the node's "mode"; the engine honours it headlessly too): sets `mode` on
+    // every node of `ids`, or back to active when all of them have it already. One undo step.
+    toggleMode(ids, mode) {
+      const nodes = ids.filter((id) => id in this.nodes);
+      if (!nodes.length) return;
+      const all = nodes.every((id) => this.nodes[id].mode === mode);
+      this.checkpoint();
+      for (const id of nodes) {
+        if (all) delete this.nodes[id].mode;
+        else this.nodes[id].mode = mode;
+      }
+      this.changed("mode");  // redraws the nodes
+    }
+
     moveNodes(ids, dx, dy) {
       for (const id of ids) {
         const p = this.positions[id];
@@ -283,9 +297,11 @@
         nodes[id] = { type: node.type, inputs: clone(node.inputs) };
         if (node.version !== undefined && node.version !== null) nodes[id].version = node.version;
         if (node.list_mode) nodes[id].list_mode = node.list_mode;
+        if (node.mode && node.mode !== "active") nodes[id].mode = node.mode;
       }
       const data = { format: "nodegraph/workflow", version: 1, name: this.name, nodes };
       if (this.description) data.description = this.description;
+      if (this.subgraphs && Object.keys(this.subgraphs).length) data.subgraphs = clone(this.subgraphs);
       const positions = {};
       for (const id of Object.keys(this.nodes)) if (this.positions[id]) positions[id] = this.positions[id];
       data.ui = Object.assign({}, this.uiExtra, { positions });
@@ -298,7 +314,9 @@
       for (const [id, node] of Object.entries(data.nodes || {})) {
         this.nodes[id] = { type: node.type, version: node.version, inputs: clone(node.inputs || {}) };
         if (node.list_mode !== undefined) this.nodes[id].list_mode = node.list_mode;
+        if (node.mode && node.mode !== "active") this.nodes[id].mode = node.mode;
       }
+      this.subgraphs = clone(data.subgraphs || {});  // kept as saved: the engine flattens them
       this.name = data.name || "";
       this.description = data.description || "";
       const ui = Object.assign({}, data.ui || {});
