@@ -143,12 +143,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(page, indent=2))
         return EXIT_OK
-    print(f"{'id':>6}  {'status':<11}  {'queued':<19}  {'seconds':>8}  name / error")
+    print(f"{'id':>6}  {'status':<11}  {'queued':<19}  {'seconds':>8}  {'worker':<9}  name / error")
     for job in page["jobs"]:
         seconds = f"{job['seconds']:.2f}" if job["seconds"] is not None else "-"
         where = f"[{job['error_node']}] " if job["error_node"] else ""
         note = job["name"] + (f"  {where}{job['error']}" if job["error"] else "")
-        print(f"{job['id']:>6}  {job['status']:<11}  {_when(job['queued_at']):<19}  {seconds:>8}  {note}")
+        worker = job.get("worker") or "-"
+        print(f"{job['id']:>6}  {job['status']:<11}  {_when(job['queued_at']):<19}  {seconds:>8}  {worker:<9}  {note}")
     shown = len(page["jobs"])
     more = f"; next page: --before {page['next_before']}" if page["next_before"] else ""
     print(f"{shown} of {page['total']} job(s){more}", file=sys.stderr)

@@ -187,8 +187,9 @@
       }
       this.panel.gallery.replaceChildren(...gallery);
       this.panel.bar.style.width = job.status === "done" ? "100%" : this.panel.bar.style.width;
+      const where = job.worker && job.worker !== "local" ? ` on ${job.worker}` : "";  // a Ray worker
       if (job.status === "done") {
-        this.setStatus(`job ${run} done in ${(job.seconds || 0).toFixed(2)} s: ran ${job.ran.length}, ` +
+        this.setStatus(`job ${run} done${where} in ${(job.seconds || 0).toFixed(2)} s: ran ${job.ran.length}, ` +
           `cached ${job.cached.length}`, "ok");
       } else {
         this.setStatus(`job ${run} ${job.status}: ${job.error}`, "error");
