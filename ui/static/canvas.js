@@ -525,7 +525,8 @@
           if (score !== null) ranked.push([score, s.display_name.toLowerCase(), s]);
         }
       }
-      ranked.sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
+      // equal scores: the shorter name first (the more general node), then by name
+      ranked.sort((a, b) => a[0] - b[0] || a[1].length - b[1].length || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
       for (const [, , s] of ranked) list.append(item(s));
       if (!list.children.length) list.append(el("div", { class: "ng-palette-empty", text: "no node matches" }));
     }
