@@ -23,6 +23,13 @@ class Event:
     status: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        """An event as `as_dict` wrote it (from another process: a server's stream, a Ray worker)."""
+        fields_ = ("node", "type", "seconds", "step", "total", "message", "status")
+        return cls(data.get("kind", ""), int(data.get("run_id", 0)), **{f: data.get(f) for f in fields_},
+                   info=data.get("info") or {})
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view; `info` keeps only plain values (a preview tensor stays in `info`)."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .problems import Problem
 from .registry import Registry
 from .types import can_connect
 from .workflow import Link, NodeSpec, SubgraphSpec, Workflow
@@ -40,21 +41,11 @@ MAX_SUBGRAPH_DEPTH = 16
 MODES = ("active", "bypass", "mute")
 
 
-@dataclass(frozen=True)
-class LoweringProblem:
-    """A problem found while lowering; `validate` turns it into a `Problem` of the same fields."""
-
-    kind: str
-    message: str
-    node: str | None = None
-    input: str | None = None
-
-
 @dataclass
 class Lowered:
     workflow: Workflow
     """The plain graph: no subgraph nodes, no bypassed or skipped nodes."""
-    problems: list[LoweringProblem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     """node id -> why it does not run ("muted", "bypassed", "needs muted node 'x'")."""
     cut: set[tuple[str, str]] = field(default_factory=set)
@@ -63,7 +54,7 @@ class Lowered:
 
 def lower(workflow: Workflow, registry: Registry) -> Lowered:
     """Flatten subgraphs, then apply modes. The input workflow is not changed."""
-    problems: list[LoweringProblem] = []
+    problems: list[Problem] = []
     nodes, _ = _flatten(workflow.nodes, workflow.subgraphs, "", problems, ())
     cut: set[tuple[str, str]] = set()
     nodes, skipped = _apply_modes(nodes, registry, problems, cut)
@@ -74,7 +65,7 @@ def lower(workflow: Workflow, registry: Registry) -> Lowered:
 # subgraphs --------------------------------------------------------------------------------------------
 
 def _flatten(nodes: dict[str, NodeSpec], library: dict[str, SubgraphSpec], prefix: str,
-             problems: list[LoweringProblem], using: tuple[str, ...]
+             problems: list[Problem], using: tuple[str, ...]
              ) -> tuple[dict[str, NodeSpec], dict[str, dict[str, Link]]]:
     """`nodes` with every subgraph node replaced by its inner nodes (recursively), ids under `prefix`;
     and, per subgraph node among them, where each of its exposed outputs comes from once flattened."""
@@ -90,15 +81,15 @@ def _flatten(nodes: dict[str, NodeSpec], library: dict[str, SubgraphSpec], prefi
         definition = library.get(name)
         if definition is None:
             known = sorted(library)
-            problems.append(LoweringProblem("unknown_type", f"no subgraph {name!r} is defined in this workflow"
+            problems.append(Problem("unknown_type", f"no subgraph {name!r} is defined in this workflow"
                                             f" (defined: {known})", full))
             continue
         if name in using or len(using) >= MAX_SUBGRAPH_DEPTH:
-            problems.append(LoweringProblem("cycle", f"subgraph {name!r} uses itself "
+            problems.append(Problem("cycle", f"subgraph {name!r} uses itself "
                                             f"({' -> '.join([*using, name])})", full))
             continue
         if spec.mode == "bypass":
-            problems.append(LoweringProblem("bad_value", "a subgraph node cannot be bypassed; mute it, or "
+            problems.append(Problem("bad_value", "a subgraph node cannot be bypassed; mute it, or "
                                             "bypass nodes inside it", full))
             continue
         inner = {k: v.model_copy(deep=True) for k, v in definition.nodes.items()}
@@ -108,11 +99,11 @@ def _flatten(nodes: dict[str, NodeSpec], library: dict[str, SubgraphSpec], prefi
         for exposed, value in spec.inputs.items():
             port = definition.inputs.get(exposed)
             if port is None:
-                problems.append(LoweringProblem("unknown_input", f"subgraph {name!r} exposes no input {exposed!r};"
+                problems.append(Problem("unknown_input", f"subgraph {name!r} exposes no input {exposed!r};"
                                                 f" its inputs are {sorted(definition.inputs)}", full, exposed))
                 continue
             if port.node not in inner:
-                problems.append(LoweringProblem("dangling_link", f"subgraph {name!r}: exposed input {exposed!r} "
+                problems.append(Problem("dangling_link", f"subgraph {name!r}: exposed input {exposed!r} "
                                                 f"points at missing node {port.node!r}", full, exposed))
                 continue
             outer = value if isinstance(value, _Outer) else _Outer(_prefixed(value, prefix))
@@ -131,7 +122,7 @@ def _flatten(nodes: dict[str, NodeSpec], library: dict[str, SubgraphSpec], prefi
             if isinstance(value, Link) and value.source in exits:
                 target = exits[value.source].get(value.output)
                 if target is None:
-                    problems.append(LoweringProblem(
+                    problems.append(Problem(
                         "dangling_link", f"subgraph node {value.source!r} has no output {value.output!r}; its "
                         f"outputs are {sorted(exits[value.source])}", node_id, input_name))
                     continue
@@ -178,14 +169,14 @@ def _order(nodes: dict[str, NodeSpec]) -> list[str]:
     return done
 
 
-def _apply_modes(nodes: dict[str, NodeSpec], registry: Registry, problems: list[LoweringProblem],
+def _apply_modes(nodes: dict[str, NodeSpec], registry: Registry, problems: list[Problem],
                  cut: set[tuple[str, str]]) -> tuple[dict[str, NodeSpec], dict[str, str]]:
     if all(spec.mode in (None, "active") for spec in nodes.values()):
         return nodes, {}
     skipped: dict[str, str] = {}
     passed: dict[tuple[str, str], Any] = {}  # (bypassed node, output) -> the value it passes through
     unpassable: dict[tuple[str, str], str] = {}  # (bypassed node, output) -> why nothing passes
-    reported: dict[tuple[str, str], LoweringProblem] = {}
+    reported: dict[tuple[str, str], Problem] = {}
     kept: dict[str, NodeSpec] = {}
     for node_id in _order(nodes):
         spec = nodes[node_id]
@@ -196,7 +187,7 @@ def _apply_modes(nodes: dict[str, NodeSpec], registry: Registry, problems: list[
             while isinstance(value, Link) and (value.source, value.output) in passed:
                 value = passed[(value.source, value.output)]
             if isinstance(value, Link) and (value.source, value.output) in unpassable:
-                problem = LoweringProblem("bypass", unpassable.pop((value.source, value.output)), value.source)
+                problem = Problem("bypass", unpassable.pop((value.source, value.output)), value.source)
                 problems.append(problem)  # once, however many consumers
                 reported[(value.source, value.output)] = problem
             if isinstance(value, Link) and (value.source, value.output) in reported:
@@ -217,7 +208,7 @@ def _apply_modes(nodes: dict[str, NodeSpec], registry: Registry, problems: list[
         elif spec.mode == "bypass":
             skipped[node_id] = "bypassed"
             if node_type is None:
-                problems.append(LoweringProblem("unknown_type", f"unknown node type {spec.type!r}", node_id))
+                problems.append(Problem("unknown_type", f"unknown node type {spec.type!r}", node_id))
                 continue
             for output, out_spec in node_type.outputs.items():
                 source = next((inputs[name] for name, in_spec in node_type.inputs.items()

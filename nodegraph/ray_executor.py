@@ -219,7 +219,7 @@ class RayExecutor:
             break
         for data in reply["events"]:
             if on_event is not None:
-                on_event(_event(data))
+                on_event(Event.from_dict(data))
         if "failed" in reply:
             node_id, type_id, reason = reply["failed"]
             raise NodeFailed(node_id, type_id, reason)
@@ -259,8 +259,3 @@ class RayExecutor:
         self.workers = []
         if self.owns_runtime:
             self.ray.shutdown()
-
-
-def _event(data: dict[str, Any]) -> Event:
-    fields = ("node", "type", "seconds", "step", "total", "message", "status")
-    return Event(data.get("kind", ""), 0, **{f: data.get(f) for f in fields}, info=data.get("info") or {})

@@ -79,12 +79,6 @@ def overrides_of(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def event_of(data: dict[str, Any]) -> Event:
-    """A streamed event as the Event that `TextProgress` draws."""
-    fields = ("node", "type", "seconds", "step", "total", "message", "status")
-    return Event(data.get("kind", ""), 0, **{f: data.get(f) for f in fields}, info=data.get("info") or {})
-
-
 def describe(summary: Any) -> str:
     if isinstance(summary, dict) and summary.get("kind") == "tensor":
         return f"tensor{tuple(summary['shape'])} {summary['dtype']}"
@@ -116,7 +110,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.wait:
         return EXIT_OK
     progress = TextProgress(sys.stderr)
-    final = client.wait(job, on_event=lambda data: progress(event_of(data)))
+    final = client.wait(job, on_event=lambda data: progress(Event.from_dict(data)))
     seconds = final["seconds"] or 0.0
     print(f"job {job} {final['status']} in {seconds:.2f}s: {len(final['ran'])} ran, {len(final['cached'])} cached",
           file=sys.stderr)

@@ -18,27 +18,10 @@ from .confine import PathPolicy, PathRefused
 from .lists import LIST_MODES
 from .lowering import lower
 from .node import InputSpec, InputValueError, NodeType, OutputSpec
+from .problems import Problem
 from .registry import Registry
 from .types import can_connect
 from .workflow import Link, Workflow
-
-
-@dataclass(frozen=True)
-class Problem:
-    kind: str
-    message: str
-    node: str | None = None
-    input: str | None = None
-
-    def __str__(self) -> str:
-        where = ""
-        if self.node is not None:
-            where = f"node {self.node!r}" + (f", input {self.input!r}" if self.input else "")
-            where += ": "
-        return f"{where}{self.message} [{self.kind}]"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "node": self.node, "input": self.input}
 
 
 class WorkflowInvalid(ValueError):
@@ -287,7 +270,7 @@ def check(workflow: Workflow, registry: Registry, paths: PathPolicy | None = Non
     see `PathPolicy.build`)."""
     policy = paths if paths is not None else PathPolicy.build(registry=registry)
     lowered = lower(workflow, registry)
-    problems: list[Problem] = [Problem(p.kind, p.message, p.node, p.input) for p in lowered.problems]
+    problems: list[Problem] = list(lowered.problems)
     workflow = lowered.workflow
     plan_nodes: dict[str, PlanNode] = {}
     graph = nx.DiGraph()
