@@ -23,6 +23,7 @@ from .client import ApiError, Client
 from .events import Event
 from .job_keys import recall, remember
 from .jobs.store import STATUSES
+from .progress import TextProgress
 from .workflow import Workflow, parse_cli_value
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -88,8 +89,6 @@ def describe(summary: Any) -> str:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .cli import TextProgress
-
     workflow = Workflow.load(args.workflow)  # a format error is exit 2 here, before any request
     client = Client(args.server, args.token)
     try:
