@@ -106,7 +106,7 @@ def test_requeue_with_the_key_from_submit_json(server, tmp_path, capsys):
     queued = json.loads(capsys.readouterr().out)
     assert queued["status"] == "queued" and operator.cancel(queued["id"])
     assert cli.main(["requeue", str(queued["id"]), "--server", server.url, "--token", TOKEN,
-                     "--key", queued["key"]]) == 0
+                     f"--key={queued['key']}"]) == 0
     assert capsys.readouterr().out.strip() == f"job {queued['id']} queued"  # behind the holder
     assert cli.main(["requeue", str(queued["id"]), "--server", server.url, "--token", TOKEN]) == 2
     assert "409" in capsys.readouterr().err  # queued already
@@ -148,7 +148,7 @@ def test_the_console_command_submits_and_waits(server, tmp_path):
     env = {"NODEGRAPH_TOKEN": TOKEN, "NODEGRAPH_SERVER": server.url, "PATH": "/usr/bin:/bin",
            "NODEGRAPH_KEYS_FILE": str(tmp_path / "keys.json")}
     done = subprocess.run([sys.executable, "-m", "nodegraph.cli", "submit", path, "--wait"], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)  # a loaded machine
     assert done.returncode == 0, done.stderr
     job = int(done.stdout.splitlines()[0])
     assert "seed.int = 81" in done.stdout and f"job {job} done" in done.stderr

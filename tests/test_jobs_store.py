@@ -259,3 +259,10 @@ def test_sigkill_mid_job_then_restart_keeps_history_and_runs_the_queue(tmp_path)
         if restarted.poll() is None:
             restarted.kill()
             restarted.wait(60)
+
+
+def test_job_keys_never_start_with_a_dash():
+    """`nodegraph requeue ID --key KEY` must parse: argparse would read a leading "-" as an option."""
+    from nodegraph.jobs.queue import new_key
+
+    assert not any(new_key().startswith("-") for _ in range(2000))

@@ -64,7 +64,11 @@ class Deleted:
 
 
 def new_key() -> str:
-    return secrets.token_urlsafe(18)
+    """A job's secret. Never starting with "-", so `nodegraph requeue ID --key KEY` parses as written."""
+    while True:
+        key = secrets.token_urlsafe(18)
+        if not key.startswith("-"):
+            return key
 
 
 def hash_key(key: str) -> str:
