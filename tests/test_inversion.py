@@ -166,3 +166,132 @@ def test_inversion_on_tiny_sd_family_models_reconstructs_with_their_own_grid(fam
     assert errors[1] < errors[0]
     if family == "sd3":  # a random-weight epsilon U-Net is far from smooth: inverse DDIM only improves there
         assert errors[0] < 0.5 * float(latents.var())
+
+
+# --- a tiny SD 1.x pipeline (random weights, epsilon prediction, DDPM path, model grid) ---------------
+
+SD_PROMPT = "a red fox"
+
+
+def _link(source: str, output: str) -> dict[str, str]:
+    return {"from": source, "output": output}
+
+
+def sd15_inversion_workflow(folder: Path, image: Path, steps: int, scale: float) -> Workflow:
+    """The shipped SD 1.x workflow starting from an image: load, VAE-encode, core/invert with the sampler's
+    own field (CFG), grid (the model's) and method (ddim), then regenerate from the found noise."""
+    data = Workflow.load(ROOT / "workflows" / "sd15_text_to_image.json").to_dict()
+    nodes = data["nodes"]
+    for seeded in ("noise", "seed"):
+        del nodes[seeded]
+    data.pop("ui", None)
+    nodes["model"]["inputs"]["path"] = str(folder)
+    nodes["prompt"]["inputs"]["text"] = SD_PROMPT
+    nodes["cfg"]["inputs"]["scale"] = scale
+    nodes["grid"]["inputs"]["steps"] = steps
+    nodes["image"] = {"type": "core/load_image", "inputs": {"path": str(image)}}
+    nodes["encode"] = {"type": "core/vae_encode", "inputs": {"images": _link("image", "image"),
+                                                             "vae": _link("model", "vae")}}
+    nodes["invert"] = {"type": "core/invert", "inputs": {"field": _link("cfg", "vector_field"),
+                                                         "latents": _link("encode", "latent"),
+                                                         "grid": _link("grid", "time_grid"), "method": "ddim"}}
+    nodes["solve"]["inputs"]["noise"] = _link("invert", "noise")
+    return Workflow.from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def sd15(sd15_folder, tmp_path_factory):
+    """(session, folder, image path): a 16 x 16 random image saved as PNG beside the tiny folder."""
+    from PIL import Image
+
+    pixels = torch.randint(0, 256, (16, 16, 3), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    image = tmp_path_factory.mktemp("sd15_image") / "photo.png"
+    Image.fromarray(pixels.numpy()).save(image)
+    session = Session(device="cpu", output_dir=tmp_path_factory.mktemp("sd15_out"),
+                      read_roots=[tmp_path_factory.getbasetemp()])
+    return session, sd15_folder, image
+
+
+def test_invert_on_sd15_is_textbook_ddim_inversion_with_cfg(sd15):
+    """With diffusers' own U-Net, text encoder and alphas_cumprod, backwards over the model's levels
+    tau_n = 0 < ... < tau_1: eps = eps(x, tau_k | "") + w (eps(x, tau_k | prompt) - eps(x, tau_k | "")),
+    x0 = (x - sqrt(1 - abar_k) eps) / sqrt(abar_k), x <- sqrt(abar_{k-1}) x0 + sqrt(1 - abar_{k-1}) eps.
+    core/invert (ddim on the CFG field, our time t = 1 - (tau + 1) / N) must land on the same noise."""
+    from diffusers import StableDiffusionPipeline
+
+    session, folder, image = sd15
+    steps, scale = 4, 5.0
+    result = session.run(sd15_inversion_workflow(folder, image, steps, scale), outputs=["invert", "encode", "grid"])
+    latents, grid, found = result.value("encode"), result.value("grid"), result.value("invert.noise")
+    assert result.value("invert.nfe") == steps and found.shape == latents.shape == (1, 4, 8, 8)
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None,
+                                                   requires_safety_checker=False)
+    positive, negative = pipe.encode_prompt(SD_PROMPT, "cpu", 1, True, "")
+    abar = pipe.scheduler.alphas_cumprod
+    levels = [round(float((1 - t) * 1000 - 1)) for t in grid.flip(0)]  # data level first
+    assert levels[0] == 0 and levels[-1] == 751  # DDIM "leading" levels 1, 251, 501, 751 and the final 0
+    x = latents
+    with torch.no_grad():
+        for level, noisier in zip(levels[:-1], levels[1:], strict=True):
+            null, cond = pipe.unet(torch.cat([x, x]), level, torch.cat([negative, positive])).sample.chunk(2)
+            eps = null + scale * (cond - null)
+            x0 = (x - (1 - abar[level]).sqrt() * eps) / abar[level].sqrt()
+            x = abar[noisier].sqrt() * x0 + (1 - abar[noisier]).sqrt() * eps
+    torch.testing.assert_close(found, x, rtol=1e-4, atol=1e-4)
+
+
+def test_sd15_round_trip_error_falls_with_steps_and_heun_beats_euler(sd15):
+    """Guidance 1 on a fixed span (t from 0.7 to 0.999, the model's final level): the regenerated latents
+    converge to the encoded ones as the steps double, Heun faster than Euler."""
+    session, folder, image = sd15
+    result = session.run(sd15_inversion_workflow(folder, image, 1, 1.0), outputs=["cfg", "encode"])
+    field, latents = result.value("cfg"), result.value("encode")
+
+    def error(method: str, steps: int) -> float:
+        grid = uniform_grid(steps, 0.7, 0.999)
+        noise = invert(CTX, field, latents, grid, SOLVERS[method]).noise
+        return float((ode_solve(CTX, field, noise, grid, SOLVERS[method]).latent - latents).pow(2).mean())
+
+    euler_errors, heun_errors = [error("euler", n) for n in (5, 10)], [error("heun", n) for n in (5, 10)]
+    assert euler_errors[1] < 0.5 * euler_errors[0] and heun_errors[1] < 0.5 * heun_errors[0]
+    assert heun_errors[0] < euler_errors[0] and heun_errors[1] < euler_errors[1]
+
+
+def sd15_real_image_workflow(folder: Path, image: Path, guidance: float, windows: tuple[float, float]) -> Workflow:
+    """workflows/sd15_p2p_real_image.json on the tiny folder: 16 x 16 pixels, 4 DDIM levels."""
+    w = Workflow.load(ROOT / "workflows" / "sd15_p2p_real_image.json")
+    for address, value in {"model.path": str(folder), "image.path": str(image), "resize.width": 16,
+                           "resize.height": 16, "grid.steps": 4, "guidance.value": guidance,
+                           "edit.cross_replace_steps": windows[0], "edit.self_replace_steps": windows[1]}.items():
+        w = w.set(address, value)
+    return w
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_sd15_real_image_p2p_source_is_the_regeneration_and_empty_windows_give_plain_target(sd15, guidance):
+    """The SD 1.x real-image workflow: its source half is plain regeneration (CFG with the same guidance)
+    from the inverted noise; with empty windows its target half is plain generation of the target prompt
+    from that noise; with the shipped windows the target's attention is the source's, so it differs."""
+    from nodes.guidance import CFGField
+
+    session, folder, image = sd15
+    plain = session.run(sd15_real_image_workflow(folder, image, guidance, (0.0, 0.0)),
+                        outputs=["solve", "invert", "cfg", "grid", "field", "model", "null", "decode", "save"])
+    noise, grid = plain.value("invert.noise"), plain.value("grid")
+    assert noise.shape == (1, 4, 8, 8) and plain.value("decode").shape == (2, 3, 16, 16)
+    assert len(plain["save"]["paths"]) == 1
+    source, target = plain.value("solve.latent")
+    regenerated = ode_solve(CTX, plain.value("cfg"), noise, grid, SOLVERS["ddim"]).latent
+    torch.testing.assert_close(source[None], regenerated, rtol=1e-4, atol=1e-4)
+    target_prompt = Workflow.load(ROOT / "workflows" / "sd15_p2p_real_image.json").nodes["edit"].inputs["target_prompt"]
+    target_field = CFGField(plain.value("field"), plain.value("model.text_encoder").encode([target_prompt]),
+                            plain.value("null"), guidance)
+    torch.testing.assert_close(target[None], ode_solve(CTX, target_field, noise, grid, SOLVERS["ddim"]).latent,
+                               rtol=1e-4, atol=1e-4)
+
+    edited = session.run(sd15_real_image_workflow(folder, image, guidance, (0.8, 0.4)), outputs=["solve"])
+    assert "invert" not in edited.ran  # the same inversion, from the cache
+    torch.testing.assert_close(edited.value("solve.latent")[0], source, rtol=1e-4, atol=1e-4)
+    moved = float((edited.value("solve.latent")[1] - target).abs().mean())
+    assert moved > 1e-3  # random weights, 4 levels: a small change (3e-3 at w = 1), far above float error

@@ -279,6 +279,27 @@ def test_dpmpp_2m_is_second_order_and_beats_euler(plugin_sources):
     assert error(dpmpp_2m, 10, 1.0) < error(euler, 10, 1.0) / 5
 
 
+def test_plugin_solvers_invert_on_a_decreasing_grid(plugin_sources):
+    """core/invert runs a solver from t = 1 back to t = 0. The noise of a data point z of N(m, s^2 I) is
+    (z - m) / s: DPM-Solver++(2M) reaches it (first order at the two ends, where lambda is infinite)
+    and so does deterministic DDIM; stochastic DDIM refuses to run backwards."""
+    from nodegraph_sampler_example.samplers import ddim_eta, dpmpp_2m
+
+    _, field = _single_gaussian()
+    mean = torch.tensor([3.0, 0.0], dtype=torch.float64)
+    data = mean + 0.5 * torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def error(solver, steps: int, **options) -> float:
+        grid = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+        return float((solver(field, data, grid, **options) - (data - mean) / 0.5).abs().max())
+
+    coarse, fine = error(dpmpp_2m, 20), error(dpmpp_2m, 40)
+    assert fine < coarse / 2.5 and fine < 0.05
+    assert error(ddim_eta, 40, eta=0.0) < 0.15
+    with pytest.raises(ValueError, match="forward in time only"):
+        error(ddim_eta, 4, eta=0.5)
+
+
 def test_stochastic_ddim_converges_to_the_marginals(plugin_sources):
     """eta = 1 re-noises every step; the final std's bias against the data std 0.5 shrinks like h (first order)."""
     from nodegraph_sampler_example.samplers import ddim_eta

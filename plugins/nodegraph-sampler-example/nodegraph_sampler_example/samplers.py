@@ -4,10 +4,13 @@ At each grid time s the field gives its (x0, eps) predictions exactly through it
 (`VectorField.x0_eps`: x = alpha x0 + beta eps, u = alpha' x0 + beta' eps). With lambda = log(alpha / beta)
 and h = lambda_t - lambda_s, one step from s to t is
     DPM-Solver++(2M):  x_t = (beta_t / beta_s) x_s + (alpha_t - alpha_s beta_t / beta_s) D,
-                       D = (1 + c) x0_s - c x0_prev,  c = h / (2 h_prev)  (c = 0 if h_prev is infinite: from t = 0);
-                       the last step onto beta_t = 0 (h infinite) is first order: x_1 = x0_s;
+                       D = (1 + c) x0_s - c x0_prev,  c = h / (2 h_prev);
+                       a step touching an end (h or h_prev infinite: t = 0 or beta = 0) is first order,
+                       the DDIM step x_t = alpha_t x0 + beta_t eps (onto beta_t = 0: x_1 = x0_s);
     stochastic DDIM:   x_t = alpha_t x0 + sqrt(beta_t^2 - g^2) eps + g z,  g = eta beta_t sqrt(1 - e^{-2h}),
 which keeps the marginal variance beta_t^2 for any eta in [0, 1] (eta = 0 is deterministic DDIM).
+On a decreasing grid (inversion, core/invert: data back to noise) the same formulas step backwards;
+only eta = 0 can: fresh noise is not invertible.
 On a grid uniform in t the last steps stay long in lambda; grids uniform in lambda suit 2M best.
 """
 
@@ -59,9 +62,11 @@ def dpmpp_2m(field: VectorField, x: torch.Tensor, times: torch.Tensor, cond: Con
         h = _log_snr(a_t, b_t) - _log_snr(a_s, b_s)
         if b_t <= TINY:  # the last step, onto the data (h infinite)
             x = a_t * x0
+        elif x0_prev is None or not (math.isfinite(h) and math.isfinite(h_prev)):
+            x = a_t * x0 + b_t * eps  # first order (DDIM) next to an end where lambda is infinite
         else:
-            c = 0.0 if x0_prev is None or not math.isfinite(h_prev) else h / (2 * h_prev)
-            d = (1 + c) * x0 - c * x0_prev if c else x0
+            c = h / (2 * h_prev)
+            d = (1 + c) * x0 - c * x0_prev
             # = (beta_t/beta_s) x_s + (alpha_t - alpha_s beta_t/beta_s) D, using x_s = alpha_s x0 + beta_s eps
             x = a_t * d + b_t * (eps + a_s * (x0 - d) / b_s)
         x0_prev, h_prev = x0, h
@@ -79,6 +84,9 @@ def ddim_eta(field: VectorField, x: torch.Tensor, times: torch.Tensor, cond: Con
     path = field.require_path()
     generator = torch.Generator(device=x.device).manual_seed(seed)
     ts = [float(v) for v in times]
+    if eta > 0 and any(b < a for a, b in zip(ts[:-1], ts[1:], strict=True)):
+        raise ValueError("stochastic DDIM (eta > 0) runs forward in time only: fresh noise cannot be inverted; "
+                         "invert with eta = 0 or an ODE solver")
     total = len(ts) - 1
     for i in range(total):
         s, t = ts[i], ts[i + 1]
