@@ -21,19 +21,10 @@ from nodegraph.plugins import load_registry
 from nodes.api import Solver
 from nodes.solvers import midpoint
 
+from .browser import chromium, editor_page, require_chromium
 from .test_ui_api import slow_graph, slow_images
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser]
-
-
-def require_chromium(path: str = CHROMIUM, ci: str | None = None) -> None:
-    """Skip locally when chromium is absent; under CI (CI=true) fail instead, so browser tests never vanish."""
-    if Path(path).exists():
-        return
-    if (os.environ.get("CI", "") if ci is None else ci).lower() == "true":
-        pytest.fail(f"CI=true but {path} is not installed (run `make browser` as root)", pytrace=False)
-    pytest.skip(f"{path} is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -66,29 +57,14 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def browser():
-    require_chromium()
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
-        yield chromium
-        chromium.close()
+    with chromium() as running:
+        yield running
 
 
 @pytest.fixture()
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 1500, "height": 950})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    page.goto(server.url + "/")
-    page.wait_for_selector("#ng-root[data-ready=true]", timeout=30_000)
-    yield page
-    context.close()
-    assert not errors, errors
+    with editor_page(browser, server.url) as tab:
+        yield tab
 
 
 def add_node(page, query: str, x: float, y: float) -> str:

@@ -19,7 +19,7 @@ from nodegraph.plugins import load_registry
 from ui.app import build_app, create_server
 from ui.inputs import MAX_INPUT_BYTES, MAX_PIXELS
 
-from .test_ui_browser import CHROMIUM, require_chromium
+from .browser import chromium, editor_page
 
 INPUT = Path(__file__).resolve().parents[1] / "workflows" / "inputs" / "shapes_red_circle.png"
 
@@ -131,23 +131,8 @@ def server(session, folders):
 
 @pytest.fixture(scope="module")
 def page(server):
-    require_chromium()
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
-        context = chromium.new_context(viewport={"width": 1400, "height": 900})
-        tab = context.new_page()
-        errors: list[str] = []
-        tab.on("pageerror", lambda err: errors.append(str(err)))
-        tab.goto(server.url + "/")
-        tab.wait_for_selector("#ng-root[data-ready=true]", timeout=30_000)
+    with chromium() as browser, editor_page(browser, server.url, 1400, 900) as tab:
         yield tab
-        chromium.close()
-        assert not errors, errors
 
 
 def mask_value(page) -> str | None:
