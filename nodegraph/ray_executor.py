@@ -217,15 +217,16 @@ class RayExecutor:
                 with self._lock:
                     worker.busy -= 1
             break
-        for data in reply["events"]:
-            if on_event is not None:
+        if on_event is not None:
+            for data in reply["events"]:
                 on_event(Event.from_dict(data))
         if "failed" in reply:
             node_id, type_id, reason = reply["failed"]
             raise NodeFailed(node_id, type_id, reason)
         if "cancelled" in reply:
             raise RunCancelled(reply["cancelled"])
-        worker.holds |= wanted
+        with self._lock:
+            worker.holds |= wanted
         elements = {n: ElementCounts(ran, cached) for n, (ran, cached) in reply["elements"].items()}
         result = RunResult(reply["outputs"], reply["ran"], reply["cached"], reply["seconds"], reply["node_seconds"],
                            elements)
